@@ -1,0 +1,157 @@
+"""params.yaml, loaded once into frozen dataclasses and validated in one place."""
+import difflib
+import math
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from stages.backbones import BACKBONES
+
+SOURCES = ("cifar10", "synthetic")
+NUM_CLASSES = 10
+TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's training split; the synthetic set mirrors it
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml that cannot work; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    archive: str
+    verify: bool
+    image_size: int
+    val_size: int
+    limit: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    backbone: str
+    weights: str
+    head_units: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    enabled: bool
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    model: ModelParams
+    extract: ExtractParams
+    train: TrainParams
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key}: unknown key{hint}; known keys are {', '.join(known)}"
+
+
+def _check_type(key: str, value, expected) -> object:
+    allowed = typing.get_args(expected) or (expected,)
+    if value is None and type(None) in allowed:
+        return value
+    if isinstance(value, bool) != (bool in allowed):
+        raise ParamsError(f"{key}: {value!r} is not {_type_names(allowed)}")
+    if float in allowed and isinstance(value, (int, str)):
+        try:  # YAML reads 1e-3 (no dot) as a string, and so does `dvc exp run -S`
+            return float(value)
+        except ValueError:
+            raise ParamsError(f"{key}: {value!r} is not {_type_names(allowed)}") from None
+    if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
+        raise ParamsError(f"{key}: {value!r} is not {_type_names(allowed)}")
+    return value
+
+
+def _type_names(allowed) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return " or ".join(names[t] for t in allowed)
+
+
+def _section(name: str, cls, raw) -> object:
+    if raw is None:
+        raise ParamsError(f"{name}: missing section; add it to params.yaml")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{name}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = [field.name for field in fields(cls)]
+    for key in raw:
+        if key not in known:
+            raise ParamsError(_unknown_key(f"{name}.{key}", known))
+    missing = [key for key in known if key not in raw]
+    if missing:
+        raise ParamsError(f"{name}.{missing[0]}: missing; add it to params.yaml")
+    return cls(**{key: _check_type(f"{name}.{key}", raw[key], hints[key]) for key in known})
+
+
+def _at_least(key: str, value, minimum, why: str = "") -> None:
+    if value < minimum:
+        raise ParamsError(f"{key}: {value!r} is below the minimum {minimum}{why}")
+
+
+def _validate(params: Params) -> None:
+    data, model, extract, train = params.data, params.model, params.extract, params.train
+    if data.source not in SOURCES:
+        raise ParamsError(f"data.source: {data.source!r} is not one of {', '.join(SOURCES)}")
+    if model.backbone not in BACKBONES:
+        close = difflib.get_close_matches(model.backbone, BACKBONES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParamsError(f"model.backbone: {model.backbone!r} is not one of {', '.join(BACKBONES)}{hint}")
+    spec = BACKBONES[model.backbone]
+    _at_least("data.image_size", data.image_size, spec.min_size, f" that {model.backbone} accepts")
+    if data.limit is not None:
+        _at_least("data.limit", data.limit, 2 * NUM_CLASSES, " (two images per class: one to train, one to test)")
+    _at_least("data.val_size", data.val_size, NUM_CLASSES, " (one image per class)")
+    train_size = min(data.limit or TRAIN_SPLIT_SIZE, TRAIN_SPLIT_SIZE)
+    if data.val_size > train_size - NUM_CLASSES:
+        raise ParamsError(
+            f"data.val_size: {data.val_size} leaves fewer than {NUM_CLASSES} of the {train_size} training images "
+            f"to train on; set it below {train_size - NUM_CLASSES}"
+        )
+    if model.weights not in ("imagenet", "none") and not Path(model.weights).is_file():
+        raise ParamsError(f"model.weights: {model.weights!r} is not imagenet, none, or an existing weights file")
+    _at_least("model.head_units", model.head_units, 1)
+    _at_least("extract.batch_size", extract.batch_size, 1)
+    _at_least("train.epochs", train.epochs, 1)
+    _at_least("train.batch_size", train.batch_size, 1)
+    if not (math.isfinite(train.learning_rate) and train.learning_rate > 0):
+        raise ParamsError(f"train.learning_rate: {train.learning_rate!r} must be a positive number")
+
+
+def parse_params(raw) -> Params:
+    """Turn the parsed YAML mapping into validated Params, or raise ParamsError naming the key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: expected a mapping of sections, got {raw!r}")
+    sections = {field.name: typing.get_type_hints(Params)[field.name] for field in fields(Params)}
+    for name in raw:
+        if name not in sections:
+            raise ParamsError(_unknown_key(str(name), list(sections)))
+    params = Params(**{name: _section(name, cls, raw.get(name)) for name, cls in sections.items()})
+    _validate(params)
+    return params
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    return parse_params(raw)

@@ -1,0 +1,39 @@
+"""Every path the pipeline writes, declared once; dvc.yaml declares the same ones."""
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+PREPARED = Path("data/prepared")
+
+FEATURES = Path("data/features")
+
+MODELS = Path("models")
+INFERENCE_MODEL = MODELS / "cifar10.keras"
+LEGACY_MODEL = MODELS / "cifar10.h5"  # the seed's file name, for K.models.load_model('cifar10.h5')
+
+METRICS = Path("metrics")
+TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves
+METRICS_FILE = METRICS / "metrics.json"
+PER_CLASS = METRICS / "per_class.json"
+CONFUSION = METRICS / "confusion.json"
+CONFUSION_PNG = METRICS / "confusion_matrix.png"
+
+
+def info(root: Path) -> Path:
+    return root / "info.json"
+
+
+PREPARED_INFO = info(PREPARED)
+FEATURES_INFO = info(FEATURES)
+
+
+def images(split: str, root: Path = PREPARED) -> Path:
+    return root / f"{split}_images.npy"
+
+
+def labels(split: str, root: Path = PREPARED) -> Path:
+    return root / f"{split}_labels.npy"
+
+
+def features(split: str, root: Path = FEATURES) -> Path:
+    return root / f"{split}.npy"
