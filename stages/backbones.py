@@ -6,6 +6,7 @@ the pooled features it returns.
 """
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def build_backbone(name: str, weights: str, size: int, seed: int) -> keras.Model
         backbone.set_weights(_imagenet_weights(name, spec))
     elif weights != "none":
         try:
-            backbone.load_weights(weights)
+            with warnings.catch_warnings():
+                # Keras 3.15 warns once per graph node of a functional model although every weight loads.
+                warnings.filterwarnings("ignore", message="Skipping nested container")
+                backbone.load_weights(weights)
         except ValueError as error:
             raise ValueError(
                 f"model.weights: {weights!r} does not fit backbone {name!r}: {str(error).splitlines()[0]}"

@@ -42,6 +42,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol 2 stores bytes when written by Python 3
     }
 
     def find_class(self, module, name):

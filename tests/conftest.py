@@ -1,0 +1,105 @@
+"""Shared fixtures: the real params.yaml, shrunk to tiny synthetic runs in a temporary folder."""
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for 2 CPU cores, large enough that the head learns the synthetic classes.
+TINY = {
+    "data": {"source": "synthetic", "image_size": 32, "val_size": 100, "limit": 400},
+    "model": {"weights": "none"},
+    "train": {"epochs": 5},
+}
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Pipeline Tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_NAME": "Pipeline Tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    result = {section: dict(values) for section, values in base.items()}
+    for section, values in changes.items():
+        result.setdefault(section, {}).update(values)
+    return result
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_params(folder: Path, changes: dict) -> dict:
+    params = merged(merged(repo_params(), TINY), changes)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A temporary folder, made current, holding a tiny synthetic params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, {})
+    return tmp_path
+
+
+def run_module(module: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run `python -m module` as a user would, from `cwd`, with the repo importable."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY}
+    env.pop("PIPELINE_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def cifar_batch(images: np.ndarray, labels) -> bytes:
+    """A batch in the official format: channel-planar uint8 rows, bytes keys, protocol 2."""
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    return pickle.dumps({b"batch_label": b"fabricated", b"labels": [int(label) for label in labels], b"data": rows,
+                         b"filenames": [b"x.png"] * len(images)}, protocol=2)
+
+
+def write_tarball(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def fabricated_cifar(path: Path, per_batch=(7, 5, 6, 4, 3), test_count=9, seed=0):
+    """A CIFAR-10 python tarball with odd batch sizes; returns it and the images and labels it holds."""
+    rng = np.random.default_rng(seed)
+    members, splits = {"cifar-10-batches-py/batches.meta": pickle.dumps({b"label_names": []}, protocol=2)}, {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name, count in zip(names, (*per_batch, test_count)):
+        images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=count)
+        members[f"cifar-10-batches-py/{name}"] = cifar_batch(images, labels)
+        splits[name] = (images, labels)
+    return write_tarball(path, members), splits
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """The repository's tracked files in a fresh git + DVC repository, with a tiny synthetic params.yaml."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    copy = tmp_path / "repo"
+    for name in filter(None, files.stdout.split("\0")):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, copy / name)
+    env = {**os.environ, **GIT_IDENTITY}
+    subprocess.run(["git", "init", "-q"], cwd=copy, check=True, env=env)
+    write_params(copy, {})
+    subprocess.run(["git", "add", "-A"], cwd=copy, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "tiny synthetic run"], cwd=copy, check=True, env=env)
+    return copy

@@ -1,0 +1,73 @@
+"""The backbone registry: every entry builds, preprocesses as Keras does, and loads weights files."""
+import keras
+import numpy as np
+import pytest
+
+from stages.backbones import BACKBONES, build_backbone, image_model, preprocessing_layer
+
+KERAS_PREPROCESS = {
+    "densenet121": keras.applications.densenet.preprocess_input,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
+    "convnext_tiny": keras.applications.convnext.preprocess_input,
+    "convnext_small": keras.applications.convnext.preprocess_input,
+    "efficientnetv2_b0": keras.applications.efficientnet_v2.preprocess_input,
+}
+
+
+def test_every_backbone_has_a_reference_preprocessing():
+    assert set(KERAS_PREPROCESS) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_builds_at_its_minimum_size_with_the_documented_width(name):
+    spec = BACKBONES[name]
+    backbone = build_backbone(name, "none", spec.min_size, seed=0)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(2, spec.min_size, spec.min_size, 3)).astype(np.float32)
+    features = keras.ops.convert_to_numpy(backbone(images, training=False))
+    assert features.shape == (2, spec.feature_width)
+    assert np.all(np.isfinite(features))
+    assert not backbone.trainable
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_preprocessing_matches_keras(name):
+    images = np.random.default_rng(1).integers(0, 256, size=(2, 8, 8, 3)).astype(np.float32)
+    ours = keras.ops.convert_to_numpy(preprocessing_layer(BACKBONES[name])(images))
+    np.testing.assert_allclose(ours, KERAS_PREPROCESS[name](images.copy()), rtol=1e-5, atol=1e-4)
+
+
+def test_weights_from_a_file_are_loaded(tmp_path):
+    saved = build_backbone("densenet121", "none", 32, seed=1)
+    path = tmp_path / "densenet121.weights.h5"
+    saved.save_weights(path)
+    loaded = build_backbone("densenet121", str(path), 32, seed=2)
+    images = np.random.default_rng(2).uniform(-2, 2, size=(3, 32, 32, 3)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(saved(images, training=False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, rtol=1e-5, atol=1e-6)
+    unloaded = build_backbone("densenet121", "none", 32, seed=2)
+    assert not np.allclose(keras.ops.convert_to_numpy(unloaded(images, training=False)), expected)
+
+
+def test_a_weights_file_for_another_backbone_is_a_clear_error(tmp_path):
+    path = tmp_path / "vgg16.weights.h5"
+    build_backbone("vgg16", "none", 32, seed=0).save_weights(path)
+    with pytest.raises(ValueError, match=r"model.weights: '.*vgg16.weights.h5' does not fit backbone 'densenet121'"):
+        build_backbone("densenet121", str(path), 32, seed=0)
+
+
+def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
+    # Nothing can be downloaded here; a user without network gets the file name and the folder.
+    with pytest.raises(FileNotFoundError) as error:
+        build_backbone("vgg16", "imagenet", 32, seed=0)
+    message = str(error.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert ".keras/models" in message and "model.weights" in message
+
+
+def test_the_image_model_takes_raw_images_of_any_size():
+    backbone = build_backbone("vgg16", "none", 32, seed=0)
+    model = image_model("vgg16", backbone, 32)
+    for shape in [(1, 32, 32, 3), (2, 48, 40, 3)]:
+        assert model(np.zeros(shape, np.uint8)).shape == (shape[0], 512)

@@ -1,0 +1,51 @@
+"""The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import GIT_IDENTITY, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(repo, *args: str) -> str:
+    env = {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def edit_params(repo, section: str, key: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def changed_stages(repo) -> set[str]:
+    return set(json.loads(dvc(repo, "status", "--json")))
+
+
+def test_dvc_repro_end_to_end(repo_copy):
+    dvc(repo_copy, "repro")
+    metrics = json.loads(dvc(repo_copy, "metrics", "show", "--json"))
+    accuracy = metrics[""]["data"]["metrics/metrics.json"]["data"]["accuracy"]
+    assert accuracy > 0.6, f"synthetic test accuracy {accuracy}, chance is 0.1"
+    assert "accuracy" in dvc(repo_copy, "metrics", "show")
+
+    assert "Stage 'prepare' didn't change" in (second := dvc(repo_copy, "repro"))
+    assert "Running stage" not in second
+    assert changed_stages(repo_copy) == set()
+
+    edit_params(repo_copy, "model", "backbone", "vgg16")
+    diff = dvc(repo_copy, "params", "diff")
+    assert "model.backbone" in diff and "densenet121" in diff and "vgg16" in diff
+    assert {"extract", "train"} <= changed_stages(repo_copy) and "prepare" not in changed_stages(repo_copy)
+
+    edit_params(repo_copy, "model", "backbone", "densenet121")
+    edit_params(repo_copy, "train", "epochs", 2)
+    assert changed_stages(repo_copy) == {"train"}  # evaluate follows through train's outputs
+
+    assert "confusion" in dvc(repo_copy, "plots", "show", "--json")

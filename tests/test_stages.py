@@ -1,0 +1,88 @@
+"""Each stage's run() on tiny synthetic data: shapes, dtypes, files, and numbers that must agree."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from stages import datasets, evaluate, extract, paths, prepare, train
+from stages.params import load_params
+from tests.conftest import fabricated_cifar, write_params
+
+
+def run_stages(*stages):
+    params = load_params()
+    for stage in stages:
+        stage.run(params)
+    return params
+
+
+def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):
+    write_params(workdir, {"data": {"image_size": 48}})
+    run_stages(prepare)
+    info = json.loads(paths.PREPARED_INFO.read_text())
+    assert info["counts"] == {"train": 300, "val": 100, "test": 400} and info["image_size"] == 48
+    for split, count in info["counts"].items():
+        images, labels = np.load(paths.images(split), mmap_mode="r"), np.load(paths.labels(split))
+        assert images.shape == (count, 48, 48, 3) and images.dtype == np.uint8
+        assert labels.shape == (count, 10) and labels.dtype == np.uint8
+        assert labels.sum(axis=1).tolist() == [1] * count
+    assert np.load(paths.labels("val")).sum(axis=0).tolist() == [10] * 10  # stratified
+    assert not list(workdir.glob("data/*.partial"))
+
+
+def test_prepare_reads_the_cifar_archive_pixel_exact(workdir):
+    archive, splits = fabricated_cifar(workdir / "cifar.tar.gz", per_batch=(20,) * 5, test_count=30)
+    write_params(workdir, {"data": {"source": "cifar10", "archive": str(archive), "verify": False,
+                                    "val_size": 20, "limit": None}})
+    run_stages(prepare)
+    info = json.loads(paths.PREPARED_INFO.read_text())
+    assert info["classes"][0] == "airplane" and len(info["archive_sha256"]) == 64
+    # At 32x32 the cache holds the archive's own pixels; train + val are the training batches, reordered.
+    cached = np.concatenate([np.load(paths.images("train")), np.load(paths.images("val"))])
+    original = np.concatenate([splits[f"data_batch_{i}"][0] for i in range(1, 6)])
+    assert sorted(map(bytes, cached)) == sorted(map(bytes, original))
+    np.testing.assert_array_equal(np.load(paths.images("test")), splits["test_batch"][0])
+    np.testing.assert_array_equal(np.load(paths.labels("test")).argmax(1), splits["test_batch"][1])
+
+
+def test_the_whole_chain_in_process(workdir):
+    params = run_stages(prepare, extract, train, evaluate)
+    for split, count in {"train": 300, "val": 100, "test": 400}.items():
+        features = np.load(paths.features(split))
+        assert features.shape == (count, 1024) and features.dtype == np.float32
+    epochs = (paths.TRAIN_LOG / "plots/metrics/train/accuracy.tsv").read_text().strip().splitlines()[1:]
+    assert len(epochs) == params.train.epochs
+    metrics = json.loads(paths.METRICS_FILE.read_text())
+    assert metrics["accuracy"] > 0.6, metrics  # chance is 0.1
+    assert metrics["saved_model_check"]["agreement"] == 1.0
+    assert len(json.loads(paths.CONFUSION.read_text())) == 400
+    assert paths.CONFUSION_PNG.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    test_images = np.load(paths.images("test"))[:16]
+    expected = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True).predict(test_images, verbose=0)
+    assert np.mean(expected.argmax(1) == np.load(paths.labels("test"))[:16].argmax(1)) > 0.6
+    for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
+        model = keras.models.load_model(path)
+        np.testing.assert_allclose(model.predict(test_images, verbose=0), expected, atol=1e-5)
+        larger = model.predict(np.zeros((2, 64, 80, 3), np.uint8), verbose=0)
+        assert larger.shape == (2, 10) and np.allclose(larger.sum(1), 1, atol=1e-5)
+
+
+def test_training_through_the_backbone_without_features(workdir):
+    write_params(workdir, {"extract": {"enabled": False}, "train": {"epochs": 3}})
+    run_stages(prepare, extract, train, evaluate)
+    assert json.loads(paths.FEATURES_INFO.read_text())["enabled"] is False
+    assert not paths.features("train").exists()
+    assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > 0.6
+
+
+def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CIFAR10_URL", (tmp_path / "offline.tar.gz").as_uri())
+    run_stages(prepare)
+    before = paths.images("train").read_bytes()
+    write_params(workdir, {"data": {"source": "cifar10", "archive": str(tmp_path / "absent.tar.gz")}})
+    with pytest.raises(FileNotFoundError):
+        run_stages(prepare)
+    assert paths.images("train").read_bytes() == before
+    assert not list(workdir.glob("data/*.partial"))
