@@ -107,6 +107,13 @@ def _at_least(key: str, value, minimum, why: str = "") -> None:
         raise ParamsError(f"{key}: {value!r} is below the minimum {minimum}{why}")
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (ValueError, OSError):  # a NUL byte, or a name too long for the file system
+        return False
+
+
 def _validate(params: Params) -> None:
     data, model, extract, train = params.data, params.model, params.extract, params.train
     if data.source not in SOURCES:
@@ -126,7 +133,7 @@ def _validate(params: Params) -> None:
             f"data.val_size: {data.val_size} leaves fewer than {NUM_CLASSES} of the {train_size} training images "
             f"to train on; set it below {train_size - NUM_CLASSES}"
         )
-    if model.weights not in ("imagenet", "none") and not Path(model.weights).is_file():
+    if model.weights not in ("imagenet", "none") and not _is_file(model.weights):
         raise ParamsError(f"model.weights: {model.weights!r} is not imagenet, none, or an existing weights file")
     _at_least("model.head_units", model.head_units, 1)
     _at_least("extract.batch_size", extract.batch_size, 1)

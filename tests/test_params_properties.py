@@ -1,0 +1,117 @@
+"""Random edits to params.yaml: every invalid one is rejected naming its key, every valid one accepted."""
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages.backbones import BACKBONES
+from stages.params import ParamsError, parse_params
+from tests.conftest import TINY, merged, repo_params
+
+BASE = merged(repo_params(), TINY)  # limit 400, val_size 100, image_size 32
+integers, text = st.integers, st.text(max_size=12)
+not_bool = st.one_of(integers(), text, st.floats(allow_nan=False), st.none())
+not_int = st.one_of(text, st.floats(allow_nan=False).filter(lambda x: not float(x).is_integer()), st.booleans())
+
+VALID = {
+    "data.source": st.sampled_from(["cifar10", "synthetic"]),
+    "data.archive": text,
+    "data.verify": st.booleans(),
+    "data.image_size": integers(32, 1024),
+    "data.val_size": integers(10, 390),
+    "data.limit": st.one_of(st.none(), integers(110, 10**6)),
+    "data.seed": integers(0, 2**32),
+    "model.backbone": st.sampled_from(sorted(BACKBONES)),
+    "model.weights": st.sampled_from(["imagenet", "none"]),
+    "model.head_units": integers(1, 4096),
+    "model.seed": integers(0, 2**32),
+    "extract.enabled": st.booleans(),
+    "extract.batch_size": integers(1, 4096),
+    "train.epochs": integers(1, 1000),
+    "train.batch_size": integers(1, 4096),
+    "train.learning_rate": st.floats(1e-9, 10),
+    "train.seed": integers(0, 2**32),
+}
+
+INVALID = {
+    "data.source": st.one_of(text.filter(lambda s: s not in ("cifar10", "synthetic")), integers()),
+    "data.archive": st.one_of(integers(), st.booleans(), st.none()),
+    "data.verify": not_bool,
+    "data.image_size": st.one_of(integers(max_value=31), not_int),
+    "data.val_size": st.one_of(integers(max_value=9), integers(391, 10**6), not_int),
+    "data.limit": st.one_of(integers(max_value=19), not_int),
+    "data.seed": not_int,
+    "model.backbone": st.one_of(text.filter(lambda s: s not in BACKBONES), integers()),
+    "model.weights": text.filter(lambda s: s not in ("imagenet", "none")).map(lambda s: f"no/such/{s}.weights.h5"),
+    "model.head_units": st.one_of(integers(max_value=0), not_int),
+    "model.seed": not_int,
+    "extract.enabled": not_bool,
+    "extract.batch_size": st.one_of(integers(max_value=0), not_int),
+    "train.epochs": st.one_of(integers(max_value=0), not_int),
+    "train.batch_size": st.one_of(integers(max_value=0), not_int),
+    "train.learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.just(math.nan),
+                                     text.filter(lambda s: not _is_number(s)), st.booleans()),
+    "train.seed": not_int,
+}
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
+
+
+def edited(edits: dict) -> dict:
+    raw = merged(BASE, {})
+    for key, value in edits.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return raw
+
+
+def test_the_strategies_cover_every_key():
+    every_key = {f"{section}.{name}" for section, values in BASE.items() for name in values}
+    assert set(VALID) == set(INVALID) == every_key
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(VALID)), st.none(), max_size=5).flatmap(
+    lambda keys: st.fixed_dictionaries({key: VALID[key] for key in keys})))
+def test_valid_edits_are_accepted(edits):
+    if "data.limit" in edits or "data.val_size" in edits:  # the two bound each other
+        limit = edits.get("data.limit", BASE["data"]["limit"]) or 50_000
+        edits["data.val_size"] = min(edits.get("data.val_size", BASE["data"]["val_size"]), limit - 10)
+    params = parse_params(edited(edits))
+    for key, value in edits.items():
+        section, name = key.split(".")
+        assert getattr(getattr(params, section), name) == value
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(INVALID)).flatmap(lambda key: st.tuples(st.just(key), INVALID[key])))
+def test_invalid_edits_are_rejected_naming_the_key(edit):
+    key, value = edit
+    try:
+        parse_params(edited({key: value}))
+    except ParamsError as error:
+        assert str(error).startswith(f"{key}:"), (key, value, str(error))
+        assert "\n" not in str(error)
+    else:
+        raise AssertionError(f"{key}: {value!r} was accepted")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(BASE)), st.text(min_size=1, max_size=12))
+def test_unknown_keys_are_rejected_naming_the_key(section, key):
+    raw = merged(BASE, {})
+    if key in raw[section]:
+        return
+    raw[section][key] = 1
+    try:
+        parse_params(raw)
+    except ParamsError as error:
+        assert str(error).startswith(f"{section}.{key}: unknown key")
+    else:
+        raise AssertionError(f"{section}.{key} was accepted")
