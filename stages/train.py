@@ -51,12 +51,14 @@ def compile_for_training(model: keras.Model, learning_rate: float) -> None:
 
 def fit(model: keras.Model, train: TrainParams, data: dict, callbacks: list) -> keras.callbacks.History:
     compile_for_training(model, train.learning_rate)
-    history = model.fit(epochs=train.epochs, callbacks=callbacks, verbose=2, **data)
+    stop_on_nan = keras.callbacks.TerminateOnNaN()
+    history = model.fit(epochs=train.epochs, callbacks=[stop_on_nan, *callbacks], verbose=2, **data)
     losses = history.history["loss"]
-    if not all(math.isfinite(loss) for loss in losses):
+    diverged = [epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
+    if diverged or stop_on_nan.model.stop_training:
         raise ValueError(
-            f"train: the loss became {losses[-1]} at epoch {len(losses)}; "
-            f"lower train.learning_rate (now {train.learning_rate}) and run again"
+            f"train: the loss became {losses[-1]} at epoch {diverged[0] if diverged else len(losses)}; "
+            f"lower train.learning_rate (now {train.learning_rate}) and check the features, then run again"
         )
     return history
 
