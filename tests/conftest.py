@@ -21,6 +21,9 @@ TINY = {
     "train": {"epochs": 5},
 }
 
+# The synthetic classes through a random backbone: chance is 0.1, a working pipeline reaches 0.6-0.8.
+ABOVE_CHANCE = 0.45
+
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Pipeline Tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
     "GIT_COMMITTER_NAME": "Pipeline Tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import GIT_IDENTITY, REPO
+from tests.conftest import ABOVE_CHANCE, GIT_IDENTITY, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_dvc_repro_end_to_end(repo_copy):
     dvc(repo_copy, "repro")
     metrics = json.loads(dvc(repo_copy, "metrics", "show", "--json"))
     accuracy = metrics[""]["data"]["metrics/metrics.json"]["data"]["accuracy"]
-    assert accuracy > 0.6, f"synthetic test accuracy {accuracy}, chance is 0.1"
+    assert accuracy > ABOVE_CHANCE, f"synthetic test accuracy {accuracy}, chance is 0.1"
     assert "accuracy" in dvc(repo_copy, "metrics", "show")
 
     assert "Stage 'prepare' didn't change" in (second := dvc(repo_copy, "repro"))

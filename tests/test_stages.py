@@ -7,7 +7,7 @@ import pytest
 
 from stages import datasets, evaluate, extract, paths, prepare, train
 from stages.params import load_params
-from tests.conftest import fabricated_cifar, write_params
+from tests.conftest import ABOVE_CHANCE, fabricated_cifar, write_params
 
 
 def run_stages(*stages):
@@ -54,17 +54,17 @@ def test_the_whole_chain_in_process(workdir):
     epochs = (paths.TRAIN_LOG / "plots/metrics/train/accuracy.tsv").read_text().strip().splitlines()[1:]
     assert len(epochs) == params.train.epochs
     metrics = json.loads(paths.METRICS_FILE.read_text())
-    assert metrics["accuracy"] > 0.6, metrics  # chance is 0.1
+    assert metrics["accuracy"] > ABOVE_CHANCE, metrics
     assert metrics["saved_model_check"]["agreement"] == 1.0
     assert len(json.loads(paths.CONFUSION.read_text())) == 400
     assert paths.CONFUSION_PNG.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     test_images = np.load(paths.images("test"))[:16]
-    expected = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True).predict(test_images, verbose=0)
-    assert np.mean(expected.argmax(1) == np.load(paths.labels("test"))[:16].argmax(1)) > 0.6
+    head = keras.models.load_model(paths.INFERENCE_MODEL).get_layer("head")
+    expected = head.predict(np.load(paths.features("test"))[:16], verbose=0)
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
-        model = keras.models.load_model(path)
-        np.testing.assert_allclose(model.predict(test_images, verbose=0), expected, atol=1e-5)
+        model = keras.models.load_model(path, safe_mode=True)
+        np.testing.assert_allclose(model.predict(test_images, verbose=0), expected, atol=1e-4)
         larger = model.predict(np.zeros((2, 64, 80, 3), np.uint8), verbose=0)
         assert larger.shape == (2, 10) and np.allclose(larger.sum(1), 1, atol=1e-5)
 
@@ -74,7 +74,7 @@ def test_training_through_the_backbone_without_features(workdir):
     run_stages(prepare, extract, train, evaluate)
     assert json.loads(paths.FEATURES_INFO.read_text())["enabled"] is False
     assert not paths.features("train").exists()
-    assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > 0.6
+    assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > ABOVE_CHANCE
 
 
 def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatch):
