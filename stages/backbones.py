@@ -128,20 +128,42 @@ def build_head(feature_width: int, units: int, num_classes: int) -> keras.Sequen
     )
 
 
-def image_model(backbone_name: str, backbone: keras.Model, size: int, head=None, input_size=None) -> keras.Model:
+def augmentation() -> keras.Sequential:
+    """Random flips and shifts; Keras's random layers are active in fit() only, never at inference."""
+    return keras.Sequential(
+        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect")],
+        name="augment",
+    )
+
+
+def image_model(backbone_name: str, backbone: keras.Model, size: int, head=None, input_size=None,
+                augment: bool = False) -> keras.Model:
     """RGB images with values 0-255 in, features (or class probabilities with a head) out.
 
     Images are resized in-graph to `size`, the size the backbone was built and trained at;
     `input_size=None` accepts any size.
     """
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = keras.layers.Resizing(size, size, name="resize")(inputs)
+    x = augmentation()(inputs) if augment else inputs
+    x = keras.layers.Resizing(size, size, name="resize")(x)
     x = preprocessing_layer(BACKBONES[backbone_name])(x)
     # training=False keeps BatchNormalization in inference mode even if layers are unfrozen later.
     outputs = backbone(x, training=False)
     if head is not None:
         outputs = head(outputs)
     return keras.Model(inputs, outputs, name=f"{backbone_name}_classifier" if head else f"{backbone_name}_features")
+
+
+def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
+    """Make the backbone's top `count` layers trainable, except BatchNormalization; returns their names."""
+    layers = backbone.layers
+    if count > len(layers):
+        raise ValueError(f"train.fine_tune_layers: {count} exceeds the {len(layers)} layers of the backbone")
+    backbone.trainable = True
+    for index, layer in enumerate(layers):
+        # BatchNormalization stays frozen: its statistics were learnt on ImageNet, not on a few batches.
+        layer.trainable = index >= len(layers) - count and not isinstance(layer, keras.layers.BatchNormalization)
+    return [layer.name for layer in layers if layer.trainable and layer.weights]
 
 
 def use_accelerator() -> bool:

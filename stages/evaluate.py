@@ -20,9 +20,9 @@ CHECK_SAMPLE = 64  # test images also run through the saved model end to end
 CHECK_AGREEMENT = 0.98  # float noise may flip a near-tie; more than that is a broken model
 
 
-def test_probabilities(model: keras.Model, enabled: bool, batch_size: int = 64) -> np.ndarray:
-    """From cached features through the head when extract ran; otherwise the whole model on images."""
-    if enabled:
+def test_probabilities(model: keras.Model, use_features: bool, batch_size: int = 64) -> np.ndarray:
+    """From cached features through the head when they still fit the model; otherwise the whole model on images."""
+    if use_features:
         return model.get_layer("head").predict(np.load(paths.features("test")), batch_size=batch_size, verbose=0)
     images = np.load(paths.images("test"), mmap_mode="r")
     return np.concatenate([
@@ -38,7 +38,7 @@ def check_saved_model(model: keras.Model, probabilities: np.ndarray) -> dict:
     largest_difference = float(np.abs(end_to_end - probabilities[:len(sample)]).max())
     if agreement < CHECK_AGREEMENT:
         raise ValueError(
-            f"evaluate: {paths.INFERENCE_MODEL} agrees with the cached features on only {agreement:.0%} "
+            f"evaluate: {paths.INFERENCE_MODEL} agrees with the measured predictions on only {agreement:.0%} "
             f"of {len(sample)} test images; run `dvc repro --force extract` to rebuild them"
         )
     return {"images": len(sample), "agreement": agreement, "max_probability_difference": largest_difference}
@@ -62,10 +62,11 @@ def plot_confusion(matrix: np.ndarray, classes: list[str]) -> None:
 
 def run(params: Params) -> None:
     classes = read_json(paths.PREPARED_INFO)["classes"]
-    enabled = read_json(paths.FEATURES_INFO)["enabled"]
+    # Fine-tuning changed the backbone, so the cached features no longer describe the model.
+    use_features = read_json(paths.FEATURES_INFO)["enabled"] and params.train.fine_tune_layers == 0
     model = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True)
     one_hot = np.load(paths.labels("test")).astype(np.float32)
-    probabilities = test_probabilities(model, enabled)
+    probabilities = test_probabilities(model, use_features)
     actual, predicted = one_hot.argmax(1), probabilities.argmax(1)
     loss = float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(one_hot, probabilities))))
     report = classification_report(actual, predicted, labels=range(len(classes)), target_names=classes,

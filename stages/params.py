@@ -49,6 +49,10 @@ class TrainParams:
     batch_size: int
     learning_rate: float
     seed: int
+    fine_tune_layers: int
+    fine_tune_epochs: int
+    fine_tune_learning_rate: float
+    augment: bool
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,12 @@ def _validate(params: Params) -> None:
     _at_least("extract.batch_size", extract.batch_size, 1)
     _at_least("train.epochs", train.epochs, 1)
     _at_least("train.batch_size", train.batch_size, 1)
-    if not (math.isfinite(train.learning_rate) and train.learning_rate > 0):
-        raise ParamsError(f"train.learning_rate: {train.learning_rate!r} must be a positive number")
+    _at_least("train.fine_tune_layers", train.fine_tune_layers, 0)
+    _at_least("train.fine_tune_epochs", train.fine_tune_epochs, 0)
+    for key in ("learning_rate", "fine_tune_learning_rate"):
+        rate = getattr(train, key)
+        if not (math.isfinite(rate) and rate > 0):
+            raise ParamsError(f"train.{key}: {rate!r} must be a positive number")
 
 
 def parse_params(raw) -> Params:

@@ -31,6 +31,10 @@ VALID = {
     "train.batch_size": integers(1, 4096),
     "train.learning_rate": st.floats(1e-9, 10),
     "train.seed": integers(0, 2**32),
+    "train.fine_tune_layers": integers(0, 1000),
+    "train.fine_tune_epochs": integers(0, 1000),
+    "train.fine_tune_learning_rate": st.floats(1e-12, 1),
+    "train.augment": st.booleans(),
 }
 
 INVALID = {
@@ -52,6 +56,10 @@ INVALID = {
     "train.learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.just(math.nan),
                                      text.filter(lambda s: not _is_number(s)), st.booleans()),
     "train.seed": not_int,
+    "train.fine_tune_layers": st.one_of(integers(max_value=-1), not_int),
+    "train.fine_tune_epochs": st.one_of(integers(max_value=-1), not_int),
+    "train.fine_tune_learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.booleans()),
+    "train.augment": not_bool,
 }
 
 

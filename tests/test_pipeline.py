@@ -48,4 +48,7 @@ def test_dvc_repro_end_to_end(repo_copy):
     edit_params(repo_copy, "train", "epochs", 2)
     assert changed_stages(repo_copy) == {"train"}  # evaluate follows through train's outputs
 
+    edit_params(repo_copy, "train", "fine_tune_layers", 5)
+    assert changed_stages(repo_copy) == {"train", "evaluate"}  # evaluate then reads images, not features
+
     assert "confusion" in dvc(repo_copy, "plots", "show", "--json")

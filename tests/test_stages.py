@@ -69,14 +69,6 @@ def test_the_whole_chain_in_process(workdir):
         assert larger.shape == (2, 10) and np.allclose(larger.sum(1), 1, atol=1e-5)
 
 
-def test_training_through_the_backbone_without_features(workdir):
-    write_params(workdir, {"extract": {"enabled": False}, "train": {"epochs": 3}})
-    run_stages(prepare, extract, train, evaluate)
-    assert json.loads(paths.FEATURES_INFO.read_text())["enabled"] is False
-    assert not paths.features("train").exists()
-    assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > ABOVE_CHANCE
-
-
 def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "CIFAR10_URL", (tmp_path / "offline.tar.gz").as_uri())
     run_stages(prepare)
