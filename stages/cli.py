@@ -1,20 +1,28 @@
-"""What every stage's main() does: read params.yaml, run, turn known failures into one line."""
+"""What every command does with known failures: one line on stderr and exit status 1."""
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
 from stages.params import load_params
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
 
 
-def run_stage(run) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+@contextmanager
+def one_line_errors():
     try:
-        run(load_params())
+        yield
     except (ValueError, OSError) as error:
         if os.environ.get(DEBUG_VARIABLE):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+def run_stage(run) -> None:
+    """A stage's main(): read params.yaml, run."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    with one_line_errors():
+        run(load_params())

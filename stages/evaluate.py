@@ -60,6 +60,30 @@ def plot_confusion(matrix: np.ndarray, classes: list[str]) -> None:
     plt.close(figure)
 
 
+def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[str], count: int = 16) -> None:
+    """The most confident wrong predictions on the test split, as a grid of images."""
+    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    wrong = np.flatnonzero(predicted != actual)
+    worst = wrong[np.argsort(-confidence[wrong])][:count]
+    images = np.load(paths.images("test"), mmap_mode="r")
+    columns = 4
+    rows = max(1, -(-len(worst) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 2.9), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, worst):
+        axis.imshow(images[index])
+        axis.set_title(f"true: {classes[actual[index]]}\npredicted: {classes[predicted[index]]}\n"
+                       f"p = {confidence[index]:.2f}", fontsize=8)
+    if not len(worst):
+        axes.flat[0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+    figure.suptitle("Most confident mistakes (test split)")
+    figure.tight_layout()
+    with atomic_file(paths.MISTAKES_PNG) as partial:
+        figure.savefig(partial, dpi=100)
+    plt.close(figure)
+
+
 def run(params: Params) -> None:
     classes = read_json(paths.PREPARED_INFO)["classes"]
     # Fine-tuning changed the backbone, so the cached features no longer describe the model.
@@ -85,6 +109,7 @@ def run(params: Params) -> None:
     write_json(paths.PER_CLASS, per_class)
     write_json(paths.CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)])
     plot_confusion(confusion_matrix(actual, predicted, labels=range(len(classes))), classes)
+    plot_mistakes(probabilities, actual, classes)
 
 
 def main() -> None:

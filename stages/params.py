@@ -9,8 +9,9 @@ import yaml
 
 from stages.backbones import BACKBONES
 
-SOURCES = ("cifar10", "synthetic")
-NUM_CLASSES = 10
+SOURCES = ("cifar10", "synthetic", "folder")
+NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders
+MIN_FOLDER_CLASSES = 2
 TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's training split; the synthetic set mirrors it
 
 
@@ -22,6 +23,7 @@ class ParamsError(ValueError):
 class DataParams:
     source: str
     archive: str
+    path: str
     verify: bool
     image_size: int
     val_size: int
@@ -118,6 +120,13 @@ def _is_file(path: str) -> bool:
         return False
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (ValueError, OSError):
+        return False
+
+
 def _validate(params: Params) -> None:
     data, model, extract, train = params.data, params.model, params.extract, params.train
     if data.source not in SOURCES:
@@ -128,15 +137,7 @@ def _validate(params: Params) -> None:
         raise ParamsError(f"model.backbone: {model.backbone!r} is not one of {', '.join(BACKBONES)}{hint}")
     spec = BACKBONES[model.backbone]
     _at_least("data.image_size", data.image_size, spec.min_size, f" that {model.backbone} accepts")
-    if data.limit is not None:
-        _at_least("data.limit", data.limit, 2 * NUM_CLASSES, " (two images per class: one to train, one to test)")
-    _at_least("data.val_size", data.val_size, NUM_CLASSES, " (one image per class)")
-    train_size = min(data.limit or TRAIN_SPLIT_SIZE, TRAIN_SPLIT_SIZE)
-    if data.val_size > train_size - NUM_CLASSES:
-        raise ParamsError(
-            f"data.val_size: {data.val_size} leaves fewer than {NUM_CLASSES} of the {train_size} training images "
-            f"to train on; set it below {train_size - NUM_CLASSES}"
-        )
+    _validate_split_sizes(data)
     if model.weights not in ("imagenet", "none") and not _is_file(model.weights):
         raise ParamsError(f"model.weights: {model.weights!r} is not imagenet, none, or an existing weights file")
     _at_least("model.head_units", model.head_units, 1)
@@ -149,6 +150,27 @@ def _validate(params: Params) -> None:
         rate = getattr(train, key)
         if not (math.isfinite(rate) and rate > 0):
             raise ParamsError(f"train.{key}: {rate!r} must be a positive number")
+
+
+def _validate_split_sizes(data: DataParams) -> None:
+    """What can be known before reading the data; prepare checks a folder dataset's own counts."""
+    if data.source == "folder":
+        if not _is_dir(data.path):
+            raise ParamsError(f"data.path: {data.path!r} is not a folder; it must hold train/<class>/<images>")
+        classes = MIN_FOLDER_CLASSES
+    else:
+        classes = NUM_CLASSES
+    if data.limit is not None:
+        _at_least("data.limit", data.limit, 2 * classes, " (two images per class: one to train, one to test)")
+    _at_least("data.val_size", data.val_size, classes, " (one image per class)")
+    if data.source == "folder":
+        return
+    train_size = min(data.limit or TRAIN_SPLIT_SIZE, TRAIN_SPLIT_SIZE)
+    if data.val_size > train_size - NUM_CLASSES:
+        raise ParamsError(
+            f"data.val_size: {data.val_size} leaves fewer than {NUM_CLASSES} of the {train_size} training images "
+            f"to train on; set it below {train_size - NUM_CLASSES}"
+        )
 
 
 def parse_params(raw) -> Params:

@@ -11,12 +11,21 @@ MODELS = Path("models")
 INFERENCE_MODEL = MODELS / "cifar10.keras"
 LEGACY_MODEL = MODELS / "cifar10.h5"  # the seed's file name, for K.models.load_model('cifar10.h5')
 
+
+def classes_beside(model: Path) -> Path:
+    """The class names travel with a model, in a file next to it."""
+    return model.with_name(f"{model.stem}.classes.json")
+
+
+CLASSES = classes_beside(INFERENCE_MODEL)
+
 METRICS = Path("metrics")
 TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves
 METRICS_FILE = METRICS / "metrics.json"
 PER_CLASS = METRICS / "per_class.json"
 CONFUSION = METRICS / "confusion.json"
 CONFUSION_PNG = METRICS / "confusion_matrix.png"
+MISTAKES_PNG = METRICS / "mistakes.png"
 
 
 def info(root: Path) -> Path:

@@ -1,5 +1,6 @@
 """Stage 1: cache the images resized to data.image_size (uint8) with one-hot labels, per split."""
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -11,9 +12,10 @@ from stages import paths
 from stages.atomic import atomic_directory, write_json
 from stages.cli import run_stage
 from stages.datasets import (
-    CIFAR10_CLASSES, SYNTHETIC_CLASSES, Split, download_cifar10, read_cifar10, synthetic_split, verify_archive,
+    CIFAR10_CLASSES, SYNTHETIC_CLASSES, ImageFiles, Split, download_cifar10, read_cifar10, read_folder,
+    synthetic_split, verify_archive,
 )
-from stages.params import NUM_CLASSES, TRAIN_SPLIT_SIZE, DataParams, Params
+from stages.params import TRAIN_SPLIT_SIZE, DataParams, Params
 
 log = logging.getLogger("prepare")
 
@@ -21,25 +23,39 @@ TEST_SPLIT_SIZE = 10_000
 RESIZE_CHUNK = 256  # images resized at a time: bounds memory at 224x224 to ~150 MB of float32
 
 
-def load_source(data: DataParams) -> tuple[Split, Split, tuple[str, ...], str | None]:
-    """The train and test splits, class names, and the archive's sha256 (None for synthetic data)."""
+@dataclass(frozen=True)
+class Source:
+    train: Split
+    test: Split | None  # None: hold a test split out of train
+    classes: tuple[str, ...]
+    archive_sha256: str | None = None
+    skipped: tuple[str, ...] = ()
+
+
+def load_source(data: DataParams) -> Source:
     if data.source == "synthetic":
         train_count = min(data.limit or TRAIN_SPLIT_SIZE, TRAIN_SPLIT_SIZE)
         test_count = min(data.limit or TEST_SPLIT_SIZE, TEST_SPLIT_SIZE)
-        train, test = synthetic_split(train_count, data.seed, 0), synthetic_split(test_count, data.seed, 1)
-        return train, test, SYNTHETIC_CLASSES, None
+        return Source(synthetic_split(train_count, data.seed, 0), synthetic_split(test_count, data.seed, 1),
+                      SYNTHETIC_CLASSES)
+    if data.source == "folder":
+        train, test, classes, skipped = read_folder(Path(data.path))
+        return Source(train, test, classes, skipped=tuple(skipped))
     archive = Path(data.archive)
     if not archive.is_file():
         download_cifar10(archive)
     checksum = verify_archive(archive, data.verify)
     train, test = read_cifar10(archive)
-    return train, test, CIFAR10_CLASSES, checksum
+    return Source(train, test, CIFAR10_CLASSES, checksum)
 
 
-def stratified_split(split: Split, size: int, seed: int) -> tuple[Split, Split]:
+def stratified_split(split: Split, size: int, seed: int, key: str = "data.val_size") -> tuple[Split, Split]:
     """Hold `size` images out of `split`, keeping the class proportions; returns (rest, held out)."""
     indices = np.arange(len(split.labels))
-    rest, held = train_test_split(indices, test_size=size, stratify=split.labels, random_state=seed)
+    try:
+        rest, held = train_test_split(indices, test_size=size, stratify=split.labels, random_state=seed)
+    except ValueError as error:  # too few images, or a class with a single one
+        raise ValueError(f"{key}: cannot hold {size} of {len(indices)} images out, stratified ({error})") from error
     rest, held = np.sort(rest), np.sort(held)
     return Split(split.images[rest], split.labels[rest]), Split(split.images[held], split.labels[held])
 
@@ -47,16 +63,24 @@ def stratified_split(split: Split, size: int, seed: int) -> tuple[Split, Split]:
 def limit_split(split: Split, limit: int | None, seed: int) -> Split:
     if limit is None or limit >= len(split.labels):
         return split
-    return stratified_split(split, limit, seed)[1]
+    return stratified_split(split, limit, seed, key="data.limit")[1]
 
 
-def write_resized(images: np.ndarray, size: int, path: Path) -> None:
+def same_size_batches(chunk: np.ndarray | ImageFiles) -> list[np.ndarray]:
+    """An array chunk is one batch; files may differ in size, so each is a batch of one."""
+    if isinstance(chunk, ImageFiles):
+        return [image[None] for image in chunk.decode()]
+    return [chunk]
+
+
+def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> None:
     """Resize in chunks straight into a memory-mapped .npy, never holding the split as float32."""
     cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
     # The same layer the saved model uses, so cached and in-model resizing agree.
     resize = keras.layers.Resizing(size, size)
     for start in tqdm(range(0, len(images), RESIZE_CHUNK), desc=f"resize {path.name}", disable=None):
-        resized = keras.ops.convert_to_numpy(resize(images[start:start + RESIZE_CHUNK].astype(np.float32)))
+        batches = same_size_batches(images[start:start + RESIZE_CHUNK])
+        resized = np.concatenate([keras.ops.convert_to_numpy(resize(b.astype(np.float32))) for b in batches])
         cache[start:start + len(resized)] = np.clip(np.rint(resized), 0, 255)
     cache.flush()
     del cache
@@ -64,8 +88,12 @@ def write_resized(images: np.ndarray, size: int, path: Path) -> None:
 
 def run(params: Params) -> None:
     data = params.data
-    train, test, classes, checksum = load_source(data)
-    train, test = limit_split(train, data.limit, data.seed), limit_split(test, data.limit, data.seed)
+    source = load_source(data)
+    train = limit_split(source.train, data.limit, data.seed)
+    if source.test is None:
+        train, test = stratified_split(train, data.val_size, data.seed + 1)
+    else:
+        test = limit_split(source.test, data.limit, data.seed)
     train, val = stratified_split(train, data.val_size, data.seed)
     splits = dict(zip(paths.SPLITS, (train, val, test)))
     log.info("caching %s at %dx%d: %s", data.source, data.image_size, data.image_size,
@@ -73,11 +101,12 @@ def run(params: Params) -> None:
     with atomic_directory(paths.PREPARED) as out:
         for name, split in splits.items():
             write_resized(split.images, data.image_size, paths.images(name, out))
-            np.save(paths.labels(name, out), np.eye(NUM_CLASSES, dtype=np.uint8)[split.labels])
+            np.save(paths.labels(name, out), np.eye(len(source.classes), dtype=np.uint8)[split.labels])
         write_json(paths.info(out), {
             "source": data.source,
-            "archive_sha256": checksum,
-            "classes": list(classes),
+            "archive_sha256": source.archive_sha256,
+            "skipped_unreadable": list(source.skipped),
+            "classes": list(source.classes),
             "image_size": data.image_size,
             "counts": {name: int(len(split.labels)) for name, split in splits.items()},
         })

@@ -2,6 +2,7 @@
 then, if asked, fine-tune the backbone's top layers on images."""
 import logging
 import math
+import sys
 
 import keras
 import numpy as np
@@ -9,7 +10,7 @@ import tensorflow as tf
 from dvclive import Live
 
 from stages import paths
-from stages.atomic import atomic_file, read_json
+from stages.atomic import atomic_file, read_json, write_json
 from stages.backbones import build_backbone, build_head, image_model, unfreeze_top
 from stages.cli import run_stage
 from stages.params import Params
@@ -65,25 +66,30 @@ def compile_for_training(model: keras.Model, learning_rate: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
 
 
-def fit(model: keras.Model, learning_rate: float, epochs: int, train: Batches, val: Batches, live: Live) -> None:
+def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, train: Batches, val: Batches,
+        live: Live) -> None:
+    """Train and log; a NaN loss stops at once, naming the learning-rate key to lower."""
     compile_for_training(model, learning_rate)
     stop_on_nan = keras.callbacks.TerminateOnNaN()
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stop_on_nan, LiveEpochs(live)], verbose=2)
+    verbose = 1 if sys.stdout.isatty() else 2  # a progress bar with ETA in a terminal, a line per epoch in logs
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stop_on_nan, LiveEpochs(live)],
+                        verbose=verbose)
     losses = history.history["loss"]
     diverged = [epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
     if diverged or stop_on_nan.model.stop_training:
         raise ValueError(
             f"train: the loss became {losses[-1]} at epoch {diverged[0] if diverged else len(losses)}; "
-            f"lower the learning rate (now {learning_rate}) and check the features, then run again"
+            f"lower {rate_key} (now {learning_rate}) and check the inputs, then run again"
         )
 
 
-def save_model(model: keras.Model) -> None:
-    """The whole classifier, as .keras and as the seed's .h5; written aside, renamed when complete."""
+def save_model(model: keras.Model, classes: list[str]) -> None:
+    """The whole classifier, as .keras and as the seed's .h5, and its class names; each written aside, renamed when complete."""
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         with atomic_file(path) as partial:
             model.save(partial)
-    log.info("saved %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL)
+    write_json(paths.CLASSES, classes)
+    log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
 
 def run(params: Params) -> None:
@@ -98,14 +104,15 @@ def run(params: Params) -> None:
         log.info("training the head on %s for %d epochs", "cached features" if use_features else "images", train.epochs)
         trainee = head if use_features else image_model(
             model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-        fit(trainee, train.learning_rate, train.epochs, split_batches("train", use_features, train.batch_size, train.seed),
+        fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
+            split_batches("train", use_features, train.batch_size, train.seed),
             split_batches("val", use_features, train.batch_size, None), live)
         if train.fine_tune_layers:
             tuned = unfreeze_top(backbone, train.fine_tune_layers)
             log.info("fine-tuning the top %d layers (%d with weights) for %d epochs",
                      train.fine_tune_layers, len(tuned), train.fine_tune_epochs)
             trainee = image_model(model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-            fit(trainee, train.fine_tune_learning_rate, train.fine_tune_epochs,
+            fit(trainee, "train.fine_tune_learning_rate", train.fine_tune_learning_rate, train.fine_tune_epochs,
                 split_batches("train", False, train.batch_size, train.seed + 1),
                 split_batches("val", False, train.batch_size, None), live)
     backbone.trainable = False
@@ -113,7 +120,7 @@ def run(params: Params) -> None:
     # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
     compile_for_training(classifier, train.learning_rate)
     classifier.optimizer.build(classifier.trainable_variables)
-    save_model(classifier)
+    save_model(classifier, classes)
 
 
 def main() -> None:

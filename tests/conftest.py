@@ -47,6 +47,10 @@ def write_params(folder: Path, changes: dict) -> dict:
     return params
 
 
+def dvc_env() -> dict:
+    return {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A temporary folder, made current, holding a tiny synthetic params.yaml."""
@@ -94,9 +98,12 @@ def fabricated_cifar(path: Path, per_batch=(7, 5, 6, 4, 3), test_count=9, seed=0
 
 @pytest.fixture
 def repo_copy(tmp_path):
+    return copy_repo(tmp_path / "repo")
+
+
+def copy_repo(copy: Path) -> Path:
     """The repository's tracked files in a fresh git + DVC repository, with a tiny synthetic params.yaml."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
-    copy = tmp_path / "repo"
     for name in filter(None, files.stdout.split("\0")):
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, copy / name)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.backbones import BACKBONES
-from stages.params import ParamsError, parse_params
+from stages.params import SOURCES, ParamsError, parse_params
 from tests.conftest import TINY, merged, repo_params
 
 BASE = merged(repo_params(), TINY)  # limit 400, val_size 100, image_size 32
@@ -16,6 +16,7 @@ not_int = st.one_of(text, st.floats(allow_nan=False).filter(lambda x: not float(
 VALID = {
     "data.source": st.sampled_from(["cifar10", "synthetic"]),
     "data.archive": text,
+    "data.path": text,
     "data.verify": st.booleans(),
     "data.image_size": integers(32, 1024),
     "data.val_size": integers(10, 390),
@@ -38,7 +39,8 @@ VALID = {
 }
 
 INVALID = {
-    "data.source": st.one_of(text.filter(lambda s: s not in ("cifar10", "synthetic")), integers()),
+    "data.source": st.one_of(text.filter(lambda s: s not in SOURCES), integers()),
+    "data.path": st.one_of(integers(), st.booleans(), st.none()),
     "data.archive": st.one_of(integers(), st.booleans(), st.none()),
     "data.verify": not_bool,
     "data.image_size": st.one_of(integers(max_value=31), not_int),

@@ -1,19 +1,17 @@
 """The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
 import json
-import os
 import subprocess
 
 import pytest
 import yaml
 
-from tests.conftest import ABOVE_CHANCE, GIT_IDENTITY, REPO
+from tests.conftest import ABOVE_CHANCE, dvc_env
 
 pytestmark = pytest.mark.slow
 
 
 def dvc(repo, *args: str) -> str:
-    env = {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(["dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 

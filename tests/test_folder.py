@@ -1,0 +1,103 @@
+"""Your own images: a folder dataset through a real dvc repro, then stages.predict on image files."""
+import json
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import copy_repo, dvc_env, run_module
+
+pytestmark = pytest.mark.slow
+
+COLOURS = {"blue": (30, 40, 200), "green": (30, 190, 40), "red": (210, 30, 30)}
+MODES = ["RGB", "L", "RGBA", "P"]  # the image modes people's folders hold
+
+
+def draw(rng, colour, size) -> Image.Image:
+    pixels = np.clip(np.asarray(colour) + rng.normal(0, 15, size=(size[1], size[0], 3)), 0, 255)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def write_dataset(root, rng, per_class: dict[str, int]) -> None:
+    for split, count in per_class.items():
+        for name, colour in COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                image = draw(rng, colour, (int(rng.integers(20, 64)), int(rng.integers(20, 64))))
+                mode = MODES[index % len(MODES)]
+                suffix = ".jpg" if index % 5 == 4 else ".png"
+                (image if suffix == ".jpg" else image.convert(mode)).save(folder / f"{name}_{index}{suffix}")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A three-class folder dataset with one corrupt file, run through `dvc repro` once for this module."""
+    tmp_path = tmp_path_factory.mktemp("folder")
+    repo_copy = copy_repo(tmp_path / "repo")
+    images = tmp_path / "images"
+    write_dataset(images, np.random.default_rng(0), {"train": 24, "test": 6})
+    corrupt = images / "train" / "red" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a png")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"].update(source="folder", path=str(images), val_size=6, limit=None)
+    params["train"]["epochs"] = 30  # 66 images: a few steps an epoch
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = subprocess.run(["dvc", "repro"], cwd=repo_copy, capture_output=True, text=True, timeout=900,
+                            env=dvc_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    return repo_copy, images, corrupt, result.stdout + result.stderr
+
+
+def test_a_folder_dataset_runs_end_to_end(folder_run):
+    repo, _, corrupt, log = folder_run
+    info = json.loads((repo / "data/prepared/info.json").read_text())
+    assert info["classes"] == ["blue", "green", "red"]
+    assert info["skipped_unreadable"] == [str(corrupt)]
+    assert str(corrupt) in log  # reported by path while it ran
+    assert info["counts"] == {"train": 66, "val": 6, "test": 18}  # 72 readable train images, 6 held out
+    assert set(json.loads((repo / "metrics/per_class.json").read_text())) == {"blue", "green", "red"}
+    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6, metrics  # chance is 1/3
+    assert json.loads((repo / "models/cifar10.classes.json").read_text()) == ["blue", "green", "red"]
+
+    model = keras.models.load_model(repo / "models/cifar10.keras")
+    assert model.output.shape[-1] == 3
+
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
+    for name in ("confusion_matrix.png", "mistakes.png"):
+        assert any(f"metrics/{name}" in entry for entry in declared)
+        with Image.open(repo / "metrics" / name) as picture:
+            picture.verify()
+        with Image.open(repo / "metrics" / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) >= 200
+
+
+def test_predict_names_the_class_of_new_images(folder_run, tmp_path):
+    repo, _, _, _ = folder_run
+    rng = np.random.default_rng(1)
+    new = tmp_path / "new"
+    new.mkdir()
+    draw(rng, COLOURS["red"], (40, 30)).save(new / "red.png")
+    draw(rng, COLOURS["blue"], (50, 50)).save(new / "blue.jpg")
+    result = run_module("stages.predict", repo, str(new / "red.png"), str(new / "blue.jpg"), "--json")
+    assert result.returncode == 0, result.stderr
+    predictions = {p["image"]: p["top"] for p in json.loads(result.stdout)}
+    assert predictions[str(new / "red.png")][0]["class"] == "red"
+    assert predictions[str(new / "blue.jpg")][0]["class"] == "blue"
+    assert len(predictions[str(new / "red.png")]) == 3
+    assert abs(sum(top["probability"] for top in predictions[str(new / "red.png")]) - 1) < 1e-4
+
+    text = run_module("stages.predict", repo, str(new))
+    assert text.returncode == 0 and len(text.stdout.strip().splitlines()) == 2
+
+    (new / "broken.png").write_bytes(b"not an image")
+    broken = run_module("stages.predict", repo, str(new / "broken.png"))
+    assert broken.returncode == 1
+    assert broken.stderr.strip().splitlines()[-1].startswith(f"error: cannot read image {new / 'broken.png'}")
+    missing = run_module("stages.predict", repo, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith(f"error: no model at {tmp_path / 'absent.keras'}")
