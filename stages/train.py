@@ -92,6 +92,18 @@ def save_model(model: keras.Model, classes: list[str]) -> None:
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
 
+def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: int, live: Live) -> None:
+    """Unfreeze the backbone's top layers and train them, with the head, on images."""
+    train = params.train
+    tuned = unfreeze_top(backbone, train.fine_tune_layers)
+    log.info("fine-tuning the top %d layers (%d with weights) for %d epochs",
+             train.fine_tune_layers, len(tuned), train.fine_tune_epochs)
+    trainee = image_model(params.model.backbone, backbone, size, head, input_size=size, augment=train.augment)
+    fit(trainee, "train.fine_tune_learning_rate", train.fine_tune_learning_rate, train.fine_tune_epochs,
+        split_batches("train", False, train.batch_size, train.seed + 1),
+        split_batches("val", False, train.batch_size, None), live)
+
+
 def run(params: Params) -> None:
     model_params, train = params.model, params.train
     prepared, extracted = read_json(paths.PREPARED_INFO), read_json(paths.FEATURES_INFO)
@@ -108,13 +120,7 @@ def run(params: Params) -> None:
             split_batches("train", use_features, train.batch_size, train.seed),
             split_batches("val", use_features, train.batch_size, None), live)
         if train.fine_tune_layers:
-            tuned = unfreeze_top(backbone, train.fine_tune_layers)
-            log.info("fine-tuning the top %d layers (%d with weights) for %d epochs",
-                     train.fine_tune_layers, len(tuned), train.fine_tune_epochs)
-            trainee = image_model(model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-            fit(trainee, "train.fine_tune_learning_rate", train.fine_tune_learning_rate, train.fine_tune_epochs,
-                split_batches("train", False, train.batch_size, train.seed + 1),
-                split_batches("val", False, train.batch_size, None), live)
+            fine_tune(params, backbone, head, size, live)
     backbone.trainable = False
     classifier = image_model(model_params.backbone, backbone, size, head)
     # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.

@@ -59,6 +59,16 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def run_stages(*stages):
+    """Run stage modules' run() in order with the current folder's params.yaml; returns the params."""
+    from stages.params import load_params
+
+    params = load_params()
+    for stage in stages:
+        stage.run(params)
+    return params
+
+
 def run_module(module: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """Run `python -m module` as a user would, from `cwd`, with the repo importable."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY}

@@ -6,15 +6,7 @@ import numpy as np
 
 from stages import evaluate, extract, paths, prepare, train
 from stages.backbones import build_backbone
-from stages.params import load_params
-from tests.conftest import write_params
-
-
-def run_stages(*stages):
-    params = load_params()
-    for stage in stages:
-        stage.run(params)
-    return params
+from tests.conftest import run_stages, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:

@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 
 from stages import datasets, evaluate, extract, paths, prepare, train
-from stages.params import load_params
-from tests.conftest import ABOVE_CHANCE, fabricated_cifar, write_params
-
-
-def run_stages(*stages):
-    params = load_params()
-    for stage in stages:
-        stage.run(params)
-    return params
+from tests.conftest import ABOVE_CHANCE, fabricated_cifar, run_stages, write_params
 
 
 def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):
