@@ -5,6 +5,7 @@ import keras
 import matplotlib
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
+from tqdm import tqdm
 
 from stages import paths
 from stages.atomic import atomic_file, read_json, write_json
@@ -25,9 +26,8 @@ def test_probabilities(model: keras.Model, use_features: bool, batch_size: int =
     if use_features:
         return model.get_layer("head").predict(np.load(paths.features("test")), batch_size=batch_size, verbose=0)
     images = np.load(paths.images("test"), mmap_mode="r")
-    return np.concatenate([
-        model.predict_on_batch(images[start:start + batch_size]) for start in range(0, len(images), batch_size)
-    ])
+    starts = tqdm(range(0, len(images), batch_size), desc="evaluate test images", unit="batch", disable=None)
+    return np.concatenate([model.predict_on_batch(images[start:start + batch_size]) for start in starts])
 
 
 def check_saved_model(model: keras.Model, probabilities: np.ndarray) -> dict:
