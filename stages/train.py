@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from dvclive import Live
+from dvclive.utils import standardize_metric_name
 
 from stages import paths
 from stages.atomic import atomic_file, read_json, write_json
@@ -58,7 +59,8 @@ class LiveEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         for name, value in (logs or {}).items():
-            self.live.log_metric(name.replace("val_", "eval/") if name.startswith("val_") else f"train/{name}", value)
+            # dvclive's own naming for Keras logs: loss -> train/loss, val_loss -> eval/loss.
+            self.live.log_metric(standardize_metric_name(name, "dvclive.keras"), value)
         self.live.next_step()
 
 
@@ -84,7 +86,7 @@ def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, tr
 
 
 def save_model(model: keras.Model, classes: list[str]) -> None:
-    """The whole classifier, as .keras and as the seed's .h5, and its class names; each written aside, renamed when complete."""
+    """The whole classifier as .keras and as the seed's .h5, and its class names; each written aside, then renamed."""
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         with atomic_file(path) as partial:
             model.save(partial)
