@@ -12,7 +12,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,17 @@ class Backbone:
     # ConvNeXt applies its last LayerNorm after pooling, inside the classifier top:
     # build with the top and take this layer's output instead of include_top=False.
     features_layer: str | None = None
+    # The fastest extraction engine measured on a CPU (2-core AMD EPYC, 224x224, batch 16); unmeasured: tensorflow.
+    cpu_engine: str = "tensorflow"
 
 
 BACKBONES = {
-    "densenet121": Backbone("DenseNet121", TORCH, 1024),
+    "densenet121": Backbone("DenseNet121", TORCH, 1024, cpu_engine="xla"),
     "vgg16": Backbone("VGG16", CAFFE, 512),
     "resnet50": Backbone("ResNet50", CAFFE, 2048),
     "mobilenet_v2": Backbone("MobileNetV2", TF, 1280),
-    "convnext_tiny": Backbone("ConvNeXtTiny", IN_MODEL, 768, features_layer="convnext_tiny_head_layernorm"),
+    "convnext_tiny": Backbone("ConvNeXtTiny", IN_MODEL, 768, features_layer="convnext_tiny_head_layernorm",
+                              cpu_engine="openvino"),
     "convnext_small": Backbone("ConvNeXtSmall", IN_MODEL, 768, features_layer="convnext_small_head_layernorm"),
     "efficientnetv2_b0": Backbone("EfficientNetV2B0", IN_MODEL, 1280),
 }
@@ -165,10 +167,3 @@ def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
         layer.trainable = index >= len(layers) - count and not isinstance(layer, keras.layers.BatchNormalization)
     return [layer.name for layer in layers if layer.trainable and layer.weights]
 
-
-def use_accelerator() -> bool:
-    """On a GPU: mixed precision for speed (features are cast back to float32). Returns whether to use XLA."""
-    if not tf.config.list_physical_devices("GPU"):
-        return False
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    return True

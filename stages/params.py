@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from stages.backbones import BACKBONES
+from stages.engines import ENGINES, PRECISIONS
 
 SOURCES = ("cifar10", "synthetic", "folder")
 NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders
@@ -43,6 +44,8 @@ class ModelParams:
 class ExtractParams:
     enabled: bool
     batch_size: int
+    engine: str
+    precision: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ def _at_least(key: str, value, minimum, why: str = "") -> None:
         raise ParamsError(f"{key}: {value!r} is below the minimum {minimum}{why}")
 
 
+def _one_of(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
 def _is_file(path: str) -> bool:
     try:
         return Path(path).is_file()
@@ -129,8 +137,7 @@ def _is_dir(path: str) -> bool:
 
 def _validate(params: Params) -> None:
     data, model, extract, train = params.data, params.model, params.extract, params.train
-    if data.source not in SOURCES:
-        raise ParamsError(f"data.source: {data.source!r} is not one of {', '.join(SOURCES)}")
+    _one_of("data.source", data.source, SOURCES)
     if model.backbone not in BACKBONES:
         close = difflib.get_close_matches(model.backbone, BACKBONES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -142,6 +149,8 @@ def _validate(params: Params) -> None:
         raise ParamsError(f"model.weights: {model.weights!r} is not imagenet, none, or an existing weights file")
     _at_least("model.head_units", model.head_units, 1)
     _at_least("extract.batch_size", extract.batch_size, 1)
+    _one_of("extract.engine", extract.engine, ENGINES)
+    _one_of("extract.precision", extract.precision, PRECISIONS)
     _at_least("train.epochs", train.epochs, 1)
     _at_least("train.batch_size", train.batch_size, 1)
     _at_least("train.fine_tune_layers", train.fine_tune_layers, 0)

@@ -6,6 +6,7 @@ SPLITS = ("train", "val", "test")
 PREPARED = Path("data/prepared")
 
 FEATURES = Path("data/features")
+SHARDS = Path("data/shards")  # `extract --shard` output, merged into FEATURES by `extract --merge`
 
 MODELS = Path("models")
 INFERENCE_MODEL = MODELS / "cifar10.keras"
@@ -46,3 +47,7 @@ def labels(split: str, root: Path = PREPARED) -> Path:
 
 def features(split: str, root: Path = FEATURES) -> Path:
     return root / f"{split}.npy"
+
+
+def shard(index: int, count: int) -> Path:
+    return SHARDS / f"{index}-of-{count}"

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"source": "synthetic", "image_size": 32, "val_size": 100, "limit": 400},
     "model": {"weights": "none"},
+    "extract": {"engine": "tensorflow"},  # XLA's and OpenVINO's compile time would dominate; tests/test_engines.py
     "train": {"epochs": 5},
 }
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.backbones import BACKBONES
+from stages.engines import ENGINES, PRECISIONS
 from stages.params import SOURCES, ParamsError, parse_params
 from tests.conftest import TINY, merged, repo_params
 
@@ -28,6 +29,8 @@ VALID = {
     "model.seed": integers(0, 2**32),
     "extract.enabled": st.booleans(),
     "extract.batch_size": integers(1, 4096),
+    "extract.engine": st.sampled_from(ENGINES),
+    "extract.precision": st.just("float32"),  # "mixed" also depends on the machine
     "train.epochs": integers(1, 1000),
     "train.batch_size": integers(1, 4096),
     "train.learning_rate": st.floats(1e-9, 10),
@@ -53,6 +56,8 @@ INVALID = {
     "model.seed": not_int,
     "extract.enabled": not_bool,
     "extract.batch_size": st.one_of(integers(max_value=0), not_int),
+    "extract.engine": st.one_of(text.filter(lambda s: s not in ENGINES), integers()),
+    "extract.precision": st.one_of(text.filter(lambda s: s not in PRECISIONS), integers()),
     "train.epochs": st.one_of(integers(max_value=0), not_int),
     "train.batch_size": st.one_of(integers(max_value=0), not_int),
     "train.learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.just(math.nan),
