@@ -23,9 +23,13 @@ def atomic_directory(path: Path):
 
 @contextmanager
 def atomic_file(path: Path):
-    """Yield a temporary path with `path`'s suffix (Keras checks it) that replaces `path` on success."""
+    """Yield a temporary path with `path`'s suffix (Keras checks it) that replaces `path` on success.
+
+    The name holds the process id: two processes writing one file (say, two experiments fetching one
+    archive) each write their own and the last rename wins, never a mix of both.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         yield partial
     except BaseException:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from filelock import FileLock
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,18 @@ def _construct(spec: Backbone, input_shape, weights) -> keras.Model:
 
 
 def _imagenet_weights(name: str, spec: Backbone) -> list[np.ndarray]:
-    """Keras's own download and cache (~/.keras/models); built at the default size, valid at any."""
+    """Keras's own download and cache (~/.keras/models); built at the default size, valid at any.
+
+    Keras downloads straight into its cache, so concurrent experiments take turns behind a lock:
+    the first fetches, the others find the finished file.
+    """
+    where = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    where.mkdir(parents=True, exist_ok=True)
     try:
-        reference = _construct(spec, None, "imagenet")
+        with FileLock(where / f".{name}.lock"):
+            reference = _construct(spec, None, "imagenet")
     except Exception as error:  # Keras raises a bare Exception for a failed download
         url = re.search(r"https?://\S+?\.h5", str(error))
-        where = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         fix = f"download {url.group(0)} into {where}/" if url else f"put its weights file into {where}/"
         raise FileNotFoundError(
             f"model.weights: ImageNet weights for {name!r} could not be fetched ({str(error).splitlines()[0]}); "
