@@ -15,34 +15,67 @@ from stages.atomic import atomic_file, read_json, write_json
 from stages.backbones import build_backbone, build_head, image_model, unfreeze_top
 from stages.cli import run_stage
 from stages.params import Params
+from stages.strategy import choose_strategy
 
 log = logging.getLogger("train")
 
 
-class Batches(keras.utils.PyDataset):
-    """Batches of a split, reshuffled every epoch by a seeded generator.
+class Batches:
+    """Batches of a split in an order drawn afresh for every epoch from (seed, epoch).
 
     Features and memory-mapped images are batched the same way, so both training paths see the
-    same images in the same order.
+    same images in the same order. The order depends on the epoch number alone, not on how often
+    Keras happens to iterate (under MirroredStrategy it iterates once more to build the model).
     """
 
     def __init__(self, inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None):
-        super().__init__()
-        self.inputs, self.labels, self.batch_size = inputs, labels.astype(np.float32), batch_size
-        self.rng = np.random.default_rng(seed) if seed is not None else None
-        self.order = np.arange(len(self.labels))
-        self.on_epoch_end()
+        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels.astype(np.float32), batch_size, seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def __getitem__(self, index: int):
-        batch = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: memmap locality
-        return self.inputs[batch], self.labels[batch]
+    def order(self) -> np.ndarray:
+        if self.seed is None:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
 
-    def on_epoch_end(self) -> None:
-        if self.rng is not None:
-            self.rng.shuffle(self.order)
+    def dataset(self) -> tf.data.Dataset:
+        """One pass over the split, read ahead while the model trains.
+
+        As tf.data, a batch is split across the devices of a MirroredStrategy (a Keras PyDataset
+        would give each device batches of its own), so any device count takes the same steps.
+        """
+        orders = tf.data.Dataset.from_generator(lambda: iter([self.order()]),
+                                                output_signature=tf.TensorSpec((None,), tf.int64))
+        indices = orders.unbatch().batch(self.batch_size).map(tf.sort)  # sorted: memmap locality
+        labels = tf.constant(self.labels)
+        rows = self.rows_on_disk if isinstance(self.inputs, np.memmap) else self.rows_in_memory()
+        batches = indices.map(lambda batch: (rows(batch), tf.gather(labels, batch)),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return batches.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+
+    def rows_in_memory(self):
+        """Features are small: gathered inside the pipeline, with no Python per batch."""
+        inputs = tf.constant(self.inputs)
+        return lambda batch: tf.gather(inputs, batch)
+
+    def rows_on_disk(self, batch: tf.Tensor) -> tf.Tensor:
+        """Images stay memory-mapped: numpy reads just the batch's rows."""
+        rows = tf.numpy_function(lambda indices: self.inputs[indices], [batch], tf.as_dtype(self.inputs.dtype))
+        rows.set_shape((None, *self.inputs.shape[1:]))
+        return rows
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Tells the training batches which epoch begins, so they draw its order."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.batches.epoch = epoch
 
 
 def split_batches(split: str, use_features: bool, batch_size: int, seed: int | None) -> Batches:
@@ -64,17 +97,29 @@ class LiveEpochs(keras.callbacks.Callback):
         self.live.next_step()
 
 
-def compile_for_training(model: keras.Model, learning_rate: float) -> None:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
+# A step of the head on 32 features is a few microseconds of arithmetic and much more of Keras's
+# per-call overhead: run many steps per call. Epochs still end on time (the batches' count is known).
+STEPS_PER_CALL = 64
+
+
+def steps_per_call() -> int:
+    # Keras 3.15's multi-step loop fails over several devices ("You must feed a value for placeholder").
+    return STEPS_PER_CALL if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
+
+
+def compile_for_training(model: keras.Model, learning_rate: float, steps_per_execution: int = 1) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
 
 
 def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, train: Batches, val: Batches,
         live: Live) -> None:
     """Train and log; a NaN loss stops at once, naming the learning-rate key to lower."""
-    compile_for_training(model, learning_rate)
+    compile_for_training(model, learning_rate, steps_per_call())
     stop_on_nan = keras.callbacks.TerminateOnNaN()
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar with ETA in a terminal, a line per epoch in logs
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[stop_on_nan, LiveEpochs(live)],
+    history = model.fit(train.dataset(), validation_data=val.dataset(), epochs=epochs,
+                        callbacks=[EpochOrder(train), stop_on_nan, LiveEpochs(live)], shuffle=False,
                         verbose=verbose)
     losses = history.history["loss"]
     diverged = [epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
@@ -107,6 +152,12 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
 
 
 def run(params: Params) -> None:
+    # Variables made in the strategy's scope are mirrored on every GPU; one device otherwise.
+    with choose_strategy().scope():
+        train_and_save(params)
+
+
+def train_and_save(params: Params) -> None:
     model_params, train = params.model, params.train
     prepared, extracted = read_json(paths.PREPARED_INFO), read_json(paths.FEATURES_INFO)
     size, classes, use_features = prepared["image_size"], prepared["classes"], extracted["enabled"]

@@ -52,6 +52,13 @@ def dvc_env() -> dict:
     return {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
 
 
+def dvc(repo, *args: str) -> str:
+    """Run a dvc command in `repo` as a user would; its stdout, or the test fails with its output."""
+    result = subprocess.run(["dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A temporary folder, made current, holding a tiny synthetic params.yaml."""

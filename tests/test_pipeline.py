@@ -1,19 +1,12 @@
 """The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
 import json
-import subprocess
 
 import pytest
 import yaml
 
-from tests.conftest import ABOVE_CHANCE, dvc_env
+from tests.conftest import ABOVE_CHANCE, dvc
 
 pytestmark = pytest.mark.slow
-
-
-def dvc(repo, *args: str) -> str:
-    result = subprocess.run(["dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def edit_params(repo, section: str, key: str, value) -> None:

@@ -1,0 +1,110 @@
+"""Beyond one machine: a shared DVC remote, queued experiments, and training on several devices."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stages.strategy import choose_strategy, cluster_workers
+from tests.conftest import GIT_IDENTITY, REPO, dvc, run_module, write_params
+
+OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
+           "models/cifar10.h5", "metrics/metrics.json"]
+
+
+def git(repo, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env={**os.environ, **GIT_IDENTITY})
+
+
+@pytest.mark.slow
+def test_pushed_results_pull_into_a_fresh_clone_with_nothing_to_rerun(repo_copy, tmp_path):
+    dvc(repo_copy, "repro")
+    dvc(repo_copy, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    git(repo_copy, "add", "-A")
+    git(repo_copy, "commit", "-qm", "results")
+    dvc(repo_copy, "push")
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo_copy), str(clone))
+    assert not (clone / "models/cifar10.keras").exists()
+    dvc(clone, "pull")
+    for output in OUTPUTS:
+        assert (clone / output).read_bytes() == (repo_copy / output).read_bytes(), output
+    assert "Running stage" not in dvc(clone, "repro")
+    assert json.loads(dvc(clone, "status", "--json")) == {}
+
+
+def queue_finished(repo) -> bool:
+    status = dvc(repo, "queue", "status")
+    return not any(state in status for state in ("Queued", "Running"))
+
+
+@pytest.mark.slow
+def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
+    for backbone in ("densenet121", "vgg16"):
+        dvc(repo_copy, "exp", "run", "--queue", "-S", f"model.backbone={backbone}", "-S", "train.epochs=2")
+    dvc(repo_copy, "queue", "start", "--jobs", "2")
+    deadline = time.monotonic() + 900
+    while not queue_finished(repo_copy) and time.monotonic() < deadline:
+        time.sleep(5)
+    assert queue_finished(repo_copy), dvc(repo_copy, "queue", "status")
+
+    assert "Failed" not in dvc(repo_copy, "queue", "status")
+
+    rows = json.loads(dvc(repo_copy, "exp", "show", "--json"))
+    results = {}
+    for experiment in (experiment for row in rows for experiment in row.get("experiments") or []):
+        data = experiment["revs"][0]["data"]
+        backbone = data["params"]["params.yaml"]["data"]["model"]["backbone"]
+        results[backbone] = data["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+    assert set(results) == {"densenet121", "vgg16"}, dvc(repo_copy, "queue", "status")
+    assert all(accuracy > 0.1 for accuracy in results.values()), results
+    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=repo_copy, capture_output=True, text=True)
+    assert untracked.stdout == "", untracked.stdout
+
+
+def test_the_strategy_is_one_device_unless_there_are_several_gpus():
+    import tensorflow as tf
+
+    assert choose_strategy(gpus=[], tf_config="") is tf.distribute.get_strategy()
+    assert choose_strategy(gpus=["/device:GPU:0"], tf_config="") is tf.distribute.get_strategy()
+    assert cluster_workers('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}') == 2
+    with pytest.raises(ValueError, match="keras-team/keras#20585"):
+        choose_strategy(gpus=[], tf_config='{"cluster": {"chief": ["a:1"], "worker": ["b:2"]}}')
+    with pytest.raises(ValueError, match="TF_CONFIG is not a JSON object"):
+        cluster_workers("worker=a:1")
+
+
+def head_weights(folder) -> list:
+    import keras
+
+    return keras.models.load_model(folder / "models/cifar10.keras", safe_mode=True).get_layer("head").get_weights()
+
+
+MIRRORED_TRAINING = """
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from stages import strategy, train
+cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+mirrored = strategy.choose_strategy(gpus=cpus)  # two CPUs stand in for two GPUs
+print("replicas", mirrored.num_replicas_in_sync)
+train.choose_strategy = lambda: mirrored
+train.main()
+"""
+
+
+def test_mirrored_training_over_two_devices_matches_one_device(workdir):
+    write_params(workdir, {"data": {"limit": 200, "val_size": 40}, "train": {"epochs": 2}})
+    for stage in ("stages.prepare", "stages.extract", "stages.train"):
+        assert run_module(stage, workdir).returncode == 0
+    single = head_weights(workdir)
+    mirrored = subprocess.run([sys.executable, "-c", MIRRORED_TRAINING], cwd=workdir, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert "replicas 2" in mirrored.stdout
+    for one_device, two_devices in zip(single, head_weights(workdir)):
+        assert np.abs(one_device - two_devices).max() < 1e-4
