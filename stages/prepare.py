@@ -20,7 +20,7 @@ from stages.params import TRAIN_SPLIT_SIZE, DataParams, Params
 log = logging.getLogger("prepare")
 
 TEST_SPLIT_SIZE = 10_000
-RESIZE_CHUNK = 256  # images resized at a time: bounds memory at 224x224 to ~150 MB of float32
+RESIZE_CHUNK = 32  # images resized at a time: bounds memory at 224x224 to ~20 MB of float32
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,24 @@
+"""The benchmark's arithmetic: the extrapolated crossover and the counted forward FLOPs."""
+import keras
+import pytest
+
+from benchmarks.run import crossover
+from benchmarks.throughput import forward_flops
+
+
+def test_crossover_finds_where_the_ratio_reaches_eight():
+    rows = [{"images": n, "ours_seconds": 100 + 0.1 * n, "seed_seconds": 10 + 1.0 * n} for n in (100, 400)]
+    line = crossover(rows)
+    assert line["limit_ratio"] == pytest.approx(10)
+    assert line["reaches_target_from_images"] == pytest.approx(3950)  # 8 * (100 + 0.1 n) = 10 + n
+    slower = [{**row, "seed_seconds": 10 + 0.5 * row["images"]} for row in rows]
+    assert crossover(slower)["reaches_target_from_images"] is None  # tends to 5x: never 8x
+
+
+def test_forward_flops_count_each_kernel_weight_once_per_output_position():
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    features = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(features)
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(features))
+    model = keras.Model(inputs, outputs)
+    assert forward_flops(model) == 2 * (8 * 8 * 3 * 3 * 3 * 4 + 4 * 4 * 3 * 3 * 4 + 4 * 5)
