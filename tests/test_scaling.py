@@ -50,9 +50,8 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
     deadline = time.monotonic() + 900
     while not queue_finished(repo_copy) and time.monotonic() < deadline:
         time.sleep(5)
-    assert queue_finished(repo_copy), dvc(repo_copy, "queue", "status")
-
-    assert "Failed" not in dvc(repo_copy, "queue", "status")
+    status = dvc(repo_copy, "queue", "status")
+    assert queue_finished(repo_copy) and "Failed" not in status, status
 
     rows = json.loads(dvc(repo_copy, "exp", "show", "--json"))
     results = {}
@@ -60,7 +59,7 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
         data = experiment["revs"][0]["data"]
         backbone = data["params"]["params.yaml"]["data"]["model"]["backbone"]
         results[backbone] = data["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
-    assert set(results) == {"densenet121", "vgg16"}, dvc(repo_copy, "queue", "status")
+    assert set(results) == {"densenet121", "vgg16"}, status
     assert all(accuracy > 0.1 for accuracy in results.values()), results
     untracked = subprocess.run(["git", "status", "--porcelain"], cwd=repo_copy, capture_output=True, text=True)
     assert untracked.stdout == "", untracked.stdout
