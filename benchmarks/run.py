@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from stages import paths
+from stages.atomic import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -116,10 +117,6 @@ def write_params(folder: Path, overrides: dict) -> None:
     for section, values in overrides.items():
         params[section].update(values)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
 
 
 # --- 1. end to end -------------------------------------------------------------------------------------

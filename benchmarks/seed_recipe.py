@@ -14,17 +14,8 @@ import numpy as np
 
 from stages.backbones import build_backbone, build_head, image_model
 from stages.datasets import ImageFiles, Split
-from stages.params import DataParams, load_params
-from stages.prepare import limit_split, load_source, stratified_split
-
-
-def splits(data: DataParams) -> tuple[dict[str, Split], int]:
-    """The splits stages.prepare caches (same source, subset and stratified validation split), and the class count."""
-    source = load_source(data)
-    train = limit_split(source.train, data.limit, data.seed)
-    test = limit_split(source.test, data.limit, data.seed)
-    train, val = stratified_split(train, data.val_size, data.seed)
-    return {"train": train, "val": val, "test": test}, len(source.classes)
+from stages.params import load_params
+from stages.prepare import load_source, split_source
 
 
 def in_memory(split: Split, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +32,8 @@ def main() -> None:
     started = time.perf_counter()
     params = load_params()
     data, model, train = params.data, params.model, params.train
-    named_splits, classes = splits(data)
+    source = load_source(data)  # the splits stages.prepare caches
+    named_splits, classes = split_source(source, data), len(source.classes)
     arrays = {name: in_memory(split, data.image_size, classes) for name, split in named_splits.items()}
     resized = time.perf_counter()
     # Seeded as stages.train seeds them, so both sides start from the same backbone and head.

@@ -86,16 +86,21 @@ def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> Non
     del cache
 
 
-def run(params: Params) -> None:
-    data = params.data
-    source = load_source(data)
+def split_source(source: Source, data: DataParams) -> dict[str, Split]:
+    """The source's subset as train, val and test, stratified; test held out of train if it has none."""
     train = limit_split(source.train, data.limit, data.seed)
     if source.test is None:
         train, test = stratified_split(train, data.val_size, data.seed + 1)
     else:
         test = limit_split(source.test, data.limit, data.seed)
     train, val = stratified_split(train, data.val_size, data.seed)
-    splits = dict(zip(paths.SPLITS, (train, val, test)))
+    return dict(zip(paths.SPLITS, (train, val, test)))
+
+
+def run(params: Params) -> None:
+    data = params.data
+    source = load_source(data)
+    splits = split_source(source, data)
     log.info("caching %s at %dx%d: %s", data.source, data.image_size, data.image_size,
              ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items()))
     with atomic_directory(paths.PREPARED) as out:
