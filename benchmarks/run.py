@@ -4,6 +4,8 @@
 2. Extraction throughput at 224x224: our engine against a plain model.predict, and against the
    machine's dense matmul peak (benchmarks.throughput).
 3. Peak memory of prepare and extract at the smallest and largest of those sizes (N and 4N by default).
+4. Training the head on 45,000 cached feature vectors: the train stage's fit against Keras's plain fit
+   (benchmarks.head).
 
 Prints a plain-text table per part and writes everything to benchmarks/results/<UTC time>.json.
 Every measurement runs in a process of its own; this one imports no TensorFlow, because Linux carries
@@ -41,7 +43,8 @@ MEMORY_CEILING_MB = 3 * 1024
 TEST_SHARE = 1 / 6  # CIFAR-10: 10,000 test images of 60,000
 VAL_SHARE = 0.1  # the project's 5,000 of 50,000 training images
 
-QUICK = {"sizes": [40, 160], "image_size": 64, "backbones": "densenet121", "throughput_images": 16}
+QUICK = {"sizes": [40, 160], "image_size": 64, "backbones": "densenet121", "throughput_images": 16,
+         "head_features": 5000}
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,28 @@ def memory_table(rows: list[dict]) -> str:
     return table(headers, lines) + "\n" + note
 
 
+# --- 4. training the head --------------------------------------------------------------------------------
+
+
+def head_training(features: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="benchmark-head-") as temporary:
+        folder = Path(temporary)
+        run_module("benchmarks.head", folder, "head.json", "--features", str(features), "--epochs", str(EPOCHS))
+        return read_json(folder / "head.json")
+
+
+def head_table(result: dict) -> str:
+    headers = ["features", "epochs", "ours s", "plain s (estimated)", "plain/ours", "plain epoch s", "ours epoch s"]
+    ours, plain = result["ours_seconds"], result["plain_seconds_estimated"]
+    line = [f"{result['train_features']:,} x {result['width']:,}", result["epochs"], f"{ours:.1f}", f"{plain:.1f}",
+            f"{plain / ours:.2f}x", f"{result['plain_epoch_seconds']:.1f}", f"{ours / result['epochs']:.1f}"]
+    note = (f"The seed's head, batch 32, with {result['val_features']:,} validation vectors. ours: stages.train's fit "
+            f"(tf.data, many steps per call, XLA on one CPU, else op determinism; {EPOCHS} epochs timed whole). "
+            f"plain: Keras's fit on in-memory arrays with its defaults; two epochs timed, the first with compilation, "
+            f"and {EPOCHS} estimated as the first plus {EPOCHS - 1} times the second.")
+    return table(headers, [line]) + "\n" + note
+
+
 # --- running it --------------------------------------------------------------------------------------------
 
 
@@ -275,7 +300,7 @@ def machine_line(about: dict) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=lambda text: [int(size) for size in text.split(",")], default=[60, 240],
+    parser.add_argument("--sizes", type=lambda text: [int(size) for size in text.split(",")], default=[40, 160],
                         help="end to end: total images over train, val and test, comma-separated")
     parser.add_argument("--image-size", type=int, default=224, help="end to end: data.image_size (the seed's 224)")
     parser.add_argument("--backbones", default="densenet121,vgg16,convnext_tiny", help="throughput: comma-separated")
@@ -283,10 +308,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="throughput: comma-separated, of auto, tensorflow, xla, openvino (each one compiles)")
     parser.add_argument("--throughput-images", type=int, default=32, help="throughput: timed images per engine")
     parser.add_argument("--batch-size", type=int, default=16, help="throughput: images per call")
+    parser.add_argument("--head-features", type=int, default=50_000,
+                        help="head training: feature vectors, train and validation together")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
     if parser.parse_args(argv).quick:
         parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if len(args.sizes) < 2:
+        parser.error("--sizes needs two sizes or more: the crossover and the memory growth compare them")
+    return args
 
 
 def progress(message: str) -> None:
@@ -304,6 +334,8 @@ def main(argv=None) -> None:
         progress(f"end to end: {total} images")
         results["end_to_end"].append(end_to_end(total, args.image_size))
     results["crossover"] = crossover(results["end_to_end"])
+    progress(f"head training: {args.head_features:,} feature vectors")
+    results["head"] = head_training(args.head_features)
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()
     print("\n\n".join([
@@ -311,6 +343,7 @@ def main(argv=None) -> None:
         "1. End to end: our four stages against the seed's recipe\n" + end_to_end_table(results["end_to_end"]),
         "2. Extraction throughput\n" + throughput_table(results["throughput"], args.throughput_images, args.batch_size),
         "3. Peak memory of prepare and extract\n" + memory_table(results["end_to_end"]),
+        "4. Training the head on cached features\n" + head_table(results["head"]),
         f"Benchmark took {results['seconds'] / 60:.1f} minutes.",
     ]))
     RESULTS.mkdir(parents=True, exist_ok=True)

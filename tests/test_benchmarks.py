@@ -2,7 +2,7 @@
 import keras
 import pytest
 
-from benchmarks.run import crossover
+from benchmarks.run import crossover, parse_args
 from benchmarks.throughput import forward_flops
 
 
@@ -13,6 +13,13 @@ def test_crossover_finds_where_the_ratio_reaches_eight():
     assert line["reaches_target_from_images"] == pytest.approx(3950)  # 8 * (100 + 0.1 n) = 10 + n
     slower = [{**row, "seed_seconds": 10 + 0.5 * row["images"]} for row in rows]
     assert crossover(slower)["reaches_target_from_images"] is None  # tends to 5x: never 8x
+
+
+def test_one_size_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--sizes", "1440"])
+    assert "--sizes needs two sizes or more" in capsys.readouterr().err
+    assert parse_args(["--sizes", "60,1440"]).sizes == [60, 1440]
 
 
 def test_forward_flops_count_each_kernel_weight_once_per_output_position():
