@@ -119,6 +119,20 @@ def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
 
 
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
+    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it."""
+    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    dvc(repo, "repro")
+    return repo
+
+
+@pytest.fixture
+def reproduced_repo(reproduced, tmp_path):
+    """A test's own copy of the reproduced repository, DVC cache included, to change as it likes."""
+    return Path(shutil.copytree(reproduced, tmp_path / "repo", symlinks=True))
+
+
 def copy_repo(copy: Path) -> Path:
     """The repository's tracked files in a fresh git + DVC repository, with a tiny synthetic params.yaml."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)

@@ -19,27 +19,26 @@ def changed_stages(repo) -> set[str]:
     return set(json.loads(dvc(repo, "status", "--json")))
 
 
-def test_dvc_repro_end_to_end(repo_copy):
-    dvc(repo_copy, "repro")
-    metrics = json.loads(dvc(repo_copy, "metrics", "show", "--json"))
+def test_dvc_repro_end_to_end(reproduced_repo):
+    metrics = json.loads(dvc(reproduced_repo, "metrics", "show", "--json"))
     accuracy = metrics[""]["data"]["metrics/metrics.json"]["data"]["accuracy"]
     assert accuracy > ABOVE_CHANCE, f"synthetic test accuracy {accuracy}, chance is 0.1"
-    assert "accuracy" in dvc(repo_copy, "metrics", "show")
+    assert "accuracy" in dvc(reproduced_repo, "metrics", "show")
 
-    assert "Stage 'prepare' didn't change" in (second := dvc(repo_copy, "repro"))
+    assert "Stage 'prepare' didn't change" in (second := dvc(reproduced_repo, "repro"))
     assert "Running stage" not in second
-    assert changed_stages(repo_copy) == set()
+    assert changed_stages(reproduced_repo) == set()
 
-    edit_params(repo_copy, "model", "backbone", "vgg16")
-    diff = dvc(repo_copy, "params", "diff")
+    edit_params(reproduced_repo, "model", "backbone", "vgg16")
+    diff = dvc(reproduced_repo, "params", "diff")
     assert "model.backbone" in diff and "densenet121" in diff and "vgg16" in diff
-    assert {"extract", "train"} <= changed_stages(repo_copy) and "prepare" not in changed_stages(repo_copy)
+    assert {"extract", "train"} <= changed_stages(reproduced_repo) and "prepare" not in changed_stages(reproduced_repo)
 
-    edit_params(repo_copy, "model", "backbone", "densenet121")
-    edit_params(repo_copy, "train", "epochs", 2)
-    assert changed_stages(repo_copy) == {"train"}  # evaluate follows through train's outputs
+    edit_params(reproduced_repo, "model", "backbone", "densenet121")
+    edit_params(reproduced_repo, "train", "epochs", 2)
+    assert changed_stages(reproduced_repo) == {"train"}  # evaluate follows through train's outputs
 
-    edit_params(repo_copy, "train", "fine_tune_layers", 5)
-    assert changed_stages(repo_copy) == {"train", "evaluate"}  # evaluate then reads images, not features
+    edit_params(reproduced_repo, "train", "fine_tune_layers", 5)
+    assert changed_stages(reproduced_repo) == {"train", "evaluate"}  # evaluate then reads images, not features
 
-    assert "confusion" in dvc(repo_copy, "plots", "show", "--json")
+    assert "confusion" in dvc(reproduced_repo, "plots", "show", "--json")

@@ -20,19 +20,18 @@ def git(repo, *args: str) -> None:
 
 
 @pytest.mark.slow
-def test_pushed_results_pull_into_a_fresh_clone_with_nothing_to_rerun(repo_copy, tmp_path):
-    dvc(repo_copy, "repro")
-    dvc(repo_copy, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
-    git(repo_copy, "add", "-A")
-    git(repo_copy, "commit", "-qm", "results")
-    dvc(repo_copy, "push")
+def test_pushed_results_pull_into_a_fresh_clone_with_nothing_to_rerun(reproduced_repo, tmp_path):
+    dvc(reproduced_repo, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    git(reproduced_repo, "add", "-A")
+    git(reproduced_repo, "commit", "-qm", "results")
+    dvc(reproduced_repo, "push")
 
     clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(repo_copy), str(clone))
+    git(tmp_path, "clone", "-q", str(reproduced_repo), str(clone))
     assert not (clone / "models/cifar10.keras").exists()
     dvc(clone, "pull")
     for output in OUTPUTS:
-        assert (clone / output).read_bytes() == (repo_copy / output).read_bytes(), output
+        assert (clone / output).read_bytes() == (reproduced_repo / output).read_bytes(), output
     assert "Running stage" not in dvc(clone, "repro")
     assert json.loads(dvc(clone, "status", "--json")) == {}
 
