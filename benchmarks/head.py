@@ -13,12 +13,12 @@ import keras
 import numpy as np
 from dvclive import Live
 
+from benchmarks.run import EPOCHS, SEED, VAL_SHARE
 from stages.backbones import build_head
 from stages.train import Batches, fit, make_reproducible
 
 WIDTH = 1024  # DenseNet-121's pooled features
-UNITS, CLASSES, BATCH, RATE, SEED = 256, 10, 32, 0.001, 42
-VAL_SHARE = 0.1  # the project's 5,000 of 50,000 training images
+UNITS, CLASSES, BATCH, RATE = 256, 10, 32, 0.001  # the seed's head, batch size and Adam
 
 
 def random_features(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +58,7 @@ def main() -> None:
     options = argparse.ArgumentParser(prog="python -m benchmarks.head", description=__doc__.splitlines()[0])
     options.add_argument("out", type=Path, help="the JSON file to write")
     options.add_argument("--features", type=int, default=50_000, help="train and val together (CIFAR-10's 50,000)")
-    options.add_argument("--epochs", type=int, default=10)
+    options.add_argument("--epochs", type=int, default=EPOCHS)
     args = options.parse_args()
     features, labels = random_features(args.features)
     val_count = round(args.features * VAL_SHARE)
