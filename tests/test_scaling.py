@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages.strategy import choose_strategy, cluster_workers
-from tests.conftest import GIT_IDENTITY, REPO, dvc, run_module, write_params
+from tests.conftest import GIT_IDENTITY, REPO, dvc, dvc_env, run_module, write_params
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
            "models/cifar10.h5", "metrics/metrics.json"]
@@ -41,11 +41,21 @@ def queue_finished(repo) -> bool:
     return not any(state in status for state in ("Queued", "Running"))
 
 
+def start_workers(repo, jobs: int) -> None:
+    """`dvc queue start`, its output in a file: the workers it starts outlive it, and would hold a
+    captured pipe open until the last of them exits (one that hangs on shutdown, for good)."""
+    log = repo.parent / "queue-start.log"
+    with open(log, "w") as output:
+        started = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=repo, env=dvc_env(),
+                                 stdout=output, stderr=subprocess.STDOUT, timeout=300)
+    assert started.returncode == 0, log.read_text()
+
+
 @pytest.mark.slow
 def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
     for backbone in ("densenet121", "vgg16"):
         dvc(repo_copy, "exp", "run", "--queue", "-S", f"model.backbone={backbone}", "-S", "train.epochs=2")
-    dvc(repo_copy, "queue", "start", "--jobs", "2")
+    start_workers(repo_copy, jobs=2)
     deadline = time.monotonic() + 900
     while not queue_finished(repo_copy) and time.monotonic() < deadline:
         time.sleep(5)
