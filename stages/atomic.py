@@ -8,17 +8,31 @@ from pathlib import Path
 
 @contextmanager
 def atomic_directory(path: Path):
-    """Yield an empty folder that replaces `path` only if the block succeeds."""
-    partial = path.with_name(path.name + ".partial")
+    """Yield an empty folder that replaces `path` only if the block succeeds.
+
+    The old output is renamed aside before the new one is renamed in, and deleted only then: a kill at
+    any moment leaves the old output or the new one, and the next call puts back an old one left aside.
+    """
+    partial, previous = path.with_name(path.name + ".partial"), path.with_name(path.name + ".previous")
+    if previous.exists() and not path.exists():
+        os.replace(previous, path)
+    shutil.rmtree(previous, ignore_errors=True)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
         yield partial
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if error.filename is None:  # numpy's writes name no file: name the output
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        os.replace(path, previous)
     os.replace(partial, path)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 @contextmanager

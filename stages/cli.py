@@ -1,4 +1,5 @@
 """What every command does with known failures: one line on stderr and exit status 1."""
+import errno
 import logging
 import os
 import sys
@@ -7,6 +8,7 @@ from contextlib import contextmanager
 from stages.params import load_params
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
+OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 @contextmanager
@@ -17,6 +19,8 @@ def one_line_errors():
         if os.environ.get(DEBUG_VARIABLE):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
+            message += "; free some space (or raise the file-size limit) and run again"
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
