@@ -14,8 +14,10 @@ import numpy as np
 from dvclive import Live
 
 from benchmarks.run import EPOCHS, SEED, VAL_SHARE
-from stages.backbones import build_head
-from stages.train import Batches, fit, make_reproducible
+from stages.batches import Batches
+from stages.models import build_head
+from stages.strategy import make_reproducible
+from stages.train import fit
 
 WIDTH = 1024  # DenseNet-121's pooled features
 UNITS, CLASSES, BATCH, RATE = 256, 10, 32, 0.001  # the seed's head, batch size and Adam

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.backbones import build_backbone, build_head, image_model
+from stages.models import build_backbone, build_head, image_model
 from stages.datasets import ImageFiles, Split
 from stages.params import load_params
 from stages.prepare import load_source, split_source

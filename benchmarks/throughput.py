@@ -14,8 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.backbones import BACKBONES, build_backbone, image_model
-from stages.engines import ENGINES, compile_engine, resolve
+from stages.backbones import BACKBONES
+from stages.engines import compile_engine, resolve
+from stages.models import build_backbone, image_model
+from stages.params import ENGINES
 
 SIZE = 224
 SEED = 42  # random weights cost the same as trained ones; any seed will do

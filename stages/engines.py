@@ -14,9 +14,6 @@ import tensorflow as tf
 
 from stages.backbones import BACKBONES
 
-ENGINES = ("auto", "tensorflow", "xla", "openvino")
-PRECISIONS = ("float32", "mixed")
-
 Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float32 features out
 
 

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from stages import paths
 from stages.atomic import atomic_file, read_json, write_json
+from stages.cache import load_features
 from stages.cli import run_stage
 from stages.params import Params
 
@@ -18,30 +19,54 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 log = logging.getLogger("evaluate")
 
 CHECK_SAMPLE = 32  # test images also run through the saved model end to end: one batch
-CHECK_AGREEMENT = 0.98  # float noise may flip a near-tie; more than that is a broken model
+# How far the saved model's own features of raw images may be from the cached ones, as the largest
+# per-image ||difference|| / ||cached||. Both come from the same backbone weights and differ only in
+# how it ran: float32 engines (TensorFlow, XLA, OpenVINO) fuse and order sums differently (measured
+# below 1e-4), bfloat16 keeps 8 bits of mantissa (measured up to 0.0085, DenseNet-121 at 32x32 and
+# 96x96). A changed backbone moves them by far more. The probabilities are then the same head's on
+# nearly the same features: a near-tie may flip its top class, and that is no failure.
+FEATURE_TOLERANCE = {"float32": 1e-3, "mixed": 0.05}
 
 
-def test_probabilities(model: keras.Model, use_features: bool, batch_size: int = 64) -> np.ndarray:
-    """From cached features through the head when they still fit the model; otherwise the whole model on images."""
-    if use_features:
-        return model.get_layer("head").predict(np.load(paths.features("test")), batch_size=batch_size, verbose=0)
+def test_probabilities(model: keras.Model, about: dict, batch_size: int = 64) -> np.ndarray:
+    """From cached features through the head when they still describe the model; otherwise the whole model on images."""
+    if about["matches_cached_features"]:
+        head = model.get_layer(about["head_layer"])
+        return head.predict(load_features("test"), batch_size=batch_size, verbose=0)
     images = np.load(paths.images("test"), mmap_mode="r")
     starts = tqdm(range(0, len(images), batch_size), desc="evaluate test images", unit="batch", disable=None)
     return np.concatenate([model.predict_on_batch(images[start:start + batch_size]) for start in starts])
 
 
-def check_saved_model(model: keras.Model, probabilities: np.ndarray) -> dict:
-    """The saved model on raw uint8 images must predict what the pipeline measured."""
+def check_saved_model(model: keras.Model, about: dict, probabilities: np.ndarray) -> dict:
+    """The saved model on raw uint8 images must compute the features the pipeline measured with.
+
+    Those are two independent paths through the backbone (extract's engine, and the saved model). When
+    the model was fine-tuned or trained on images, the measurement already ran the saved model itself,
+    and there is nothing independent to compare with: the result says so.
+    """
+    if not about["matches_cached_features"]:
+        log.info("saved-model check: none possible, the test split already ran through the saved model")
+        return {"compared_with": "nothing: the test split ran through the saved model itself"}
+    precision = read_json(paths.FEATURES_INFO)["precision"]
+    tolerance = FEATURE_TOLERANCE[precision]
+    head = model.get_layer(about["head_layer"])
     sample = np.asarray(np.load(paths.images("test"), mmap_mode="r")[:CHECK_SAMPLE])
-    end_to_end = model.predict(sample, verbose=0)
-    agreement = float(np.mean(end_to_end.argmax(1) == probabilities[:len(sample)].argmax(1)))
-    largest_difference = float(np.abs(end_to_end - probabilities[:len(sample)]).max())
-    if agreement < CHECK_AGREEMENT:
+    own_features = keras.Model(model.input, head.input).predict(sample, verbose=0)
+    cached = load_features("test")[:len(sample)]
+    difference = float(np.max(np.linalg.norm(own_features - cached, axis=1) /
+                              np.maximum(np.linalg.norm(cached, axis=1), np.finfo(np.float32).tiny)))
+    flipped = int(np.sum(head.predict(own_features, verbose=0).argmax(1) != probabilities[:len(sample)].argmax(1)))
+    log.info("saved-model check: features of %d raw images within %.2g of the cached ones (tolerance %g), "
+             "%d top classes flipped", len(sample), difference, tolerance, flipped)
+    if not difference <= tolerance:
         raise ValueError(
-            f"evaluate: {paths.INFERENCE_MODEL} agrees with the measured predictions on only {agreement:.0%} "
-            f"of {len(sample)} test images; run `dvc repro --force extract` to rebuild them"
+            f"evaluate: {paths.INFERENCE_MODEL} computes features of raw test images up to {difference:.3g} away "
+            f"from the cached ones (tolerance {tolerance} for extract.precision {precision}): the model or "
+            f"data/features changed after training; run `dvc repro --force extract train`"
         )
-    return {"images": len(sample), "agreement": agreement, "max_probability_difference": largest_difference}
+    return {"compared_with": f"cached features ({precision})", "images": len(sample),
+            "max_relative_feature_difference": difference, "tolerance": tolerance, "flipped": flipped}
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str]) -> None:
@@ -85,12 +110,10 @@ def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[s
 
 
 def run(params: Params) -> None:
-    classes = read_json(paths.PREPARED_INFO)["classes"]
-    # Fine-tuning changed the backbone, so the cached features no longer describe the model.
-    use_features = read_json(paths.FEATURES_INFO)["enabled"] and params.train.fine_tune_layers == 0
+    classes, about = read_json(paths.PREPARED_INFO)["classes"], read_json(paths.MODEL_INFO)
     model = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True)
     one_hot = np.load(paths.labels("test")).astype(np.float32)
-    probabilities = test_probabilities(model, use_features)
+    probabilities = test_probabilities(model, about)
     actual, predicted = one_hot.argmax(1), probabilities.argmax(1)
     loss = float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(one_hot, probabilities))))
     report = classification_report(actual, predicted, labels=range(len(classes)), target_names=classes,
@@ -99,12 +122,11 @@ def run(params: Params) -> None:
         "accuracy": float(np.mean(actual == predicted)),
         "loss": loss,
         "macro_f1": report["macro avg"]["f1-score"],
-        "saved_model_check": check_saved_model(model, probabilities),
+        "saved_model_check": check_saved_model(model, about, probabilities),
     }
     per_class = {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
                  for name in classes}
     log.info("test accuracy %.4f, loss %.4f on %d images", metrics["accuracy"], loss, len(actual))
-    paths.METRICS.mkdir(exist_ok=True)
     write_json(paths.METRICS_FILE, metrics)
     write_json(paths.PER_CLASS, per_class)
     write_json(paths.CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)])

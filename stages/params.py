@@ -1,4 +1,8 @@
-"""params.yaml, loaded once into frozen dataclasses and validated in one place."""
+"""params.yaml, loaded once into frozen dataclasses and validated in one place.
+
+No ML framework is imported here: reading params.yaml is instant, and a stage's declared
+dependencies stay the code it runs.
+"""
 import difflib
 import math
 import typing
@@ -7,13 +11,16 @@ from pathlib import Path
 
 import yaml
 
+from stages import paths
 from stages.backbones import BACKBONES
-from stages.engines import ENGINES, PRECISIONS
 
 SOURCES = ("cifar10", "synthetic", "folder")
+ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/engines.py runs them
+PRECISIONS = ("float32", "mixed")
 NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders
 MIN_FOLDER_CLASSES = 2
-TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's training split; the synthetic set mirrors it
+TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's splits; the synthetic set mirrors them
+TEST_SPLIT_SIZE = 10_000
 
 
 class ParamsError(ValueError):
@@ -145,8 +152,8 @@ def _validate(params: Params) -> None:
     spec = BACKBONES[model.backbone]
     _at_least("data.image_size", data.image_size, spec.min_size, f" that {model.backbone} accepts")
     _validate_split_sizes(data)
-    if model.weights not in ("imagenet", "none") and not _is_file(model.weights):
-        raise ParamsError(f"model.weights: {model.weights!r} is not imagenet, none, or an existing weights file")
+    if model.weights not in ("imagenet", "none"):
+        _validate_weights_file(model.weights)
     _at_least("model.head_units", model.head_units, 1)
     _at_least("extract.batch_size", extract.batch_size, 1)
     _one_of("extract.engine", extract.engine, ENGINES)
@@ -159,6 +166,15 @@ def _validate(params: Params) -> None:
         rate = getattr(train, key)
         if not (math.isfinite(rate) and rate > 0):
             raise ParamsError(f"train.{key}: {rate!r} must be a positive number")
+
+
+def _validate_weights_file(weights: str) -> None:
+    """A local weights file lives under weights/, which dvc.yaml declares as a dependency of the stages that read it."""
+    if not _is_file(weights):
+        raise ParamsError(f"model.weights: {weights!r} is not imagenet, none, or an existing weights file")
+    if not Path(weights).resolve().is_relative_to(paths.WEIGHTS.resolve()):
+        raise ParamsError(f"model.weights: {weights!r} is outside {paths.WEIGHTS}/; move it there, so that DVC "
+                          f"reruns extract and train when the file changes")
 
 
 def _validate_split_sizes(data: DataParams) -> None:

@@ -5,8 +5,10 @@ SPLITS = ("train", "val", "test")
 
 PREPARED = Path("data/prepared")
 
+WEIGHTS = Path("weights")  # local backbone weights files (model.weights), a dependency of extract and train
+
 FEATURES = Path("data/features")
-SHARDS = Path("data/shards")  # `extract --shard` output, merged into FEATURES by `extract --merge`
+SHARDS = Path("data/shards")  # `python -m stages.shards --extract` output, merged into FEATURES by `--merge`
 
 MODELS = Path("models")
 INFERENCE_MODEL = MODELS / "cifar10.keras"
@@ -19,6 +21,7 @@ def classes_beside(model: Path) -> Path:
 
 
 CLASSES = classes_beside(INFERENCE_MODEL)
+MODEL_INFO = MODELS / "cifar10.info.json"  # train's word to evaluate: the head's layer, and whether features still fit
 
 METRICS = Path("metrics")
 TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves

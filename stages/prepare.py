@@ -15,11 +15,10 @@ from stages.datasets import (
     CIFAR10_CLASSES, SYNTHETIC_CLASSES, ImageFiles, Split, download_cifar10, read_cifar10, read_folder,
     synthetic_split, verify_archive,
 )
-from stages.params import TRAIN_SPLIT_SIZE, DataParams, Params
+from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
 
 log = logging.getLogger("prepare")
 
-TEST_SPLIT_SIZE = 10_000
 RESIZE_CHUNK = 32  # images resized at a time: bounds memory at 224x224 to ~20 MB of float32
 
 

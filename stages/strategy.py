@@ -1,16 +1,17 @@
-"""Which tf.distribute strategy trains the head: one device, or every GPU of this host."""
+"""How training runs: on one device or every GPU of this host, and reproducibly on each."""
 import json
 import os
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as framework_config  # the only way to turn determinism off
 
 # Keras 3's fit() and evaluate() fail under MultiWorkerMirroredStrategy (keras-team/keras#20585):
 # refuse early rather than let every worker train alone and write the same outputs.
 MULTI_WORKER_UNSUPPORTED = (
     "train: TF_CONFIG describes {workers} workers, but Keras {keras} cannot train under "
     "MultiWorkerMirroredStrategy (keras-team/keras#20585); unset TF_CONFIG and train on one host "
-    "(spread extraction over hosts with `python -m stages.extract --shard I/N`)"
+    "(spread extraction over hosts with `python -m stages.shards --extract I/N`)"
 )
 
 
@@ -38,3 +39,20 @@ def choose_strategy(gpus: list[str] | None = None, tf_config: str | None = None)
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy(gpus)
     return tf.distribute.get_strategy()
+
+
+def make_reproducible(head_alone: bool) -> bool:
+    """Same params, same bytes: returns whether training may use XLA, and sets op determinism either way.
+
+    XLA fuses the head's tiny steps (about twice as fast on a CPU) and on a CPU computes the same bytes
+    run after run. Keras refuses XLA under TensorFlow's op determinism, which everything else needs:
+    a GPU's reductions, and the backbone's layers when training on images. (XLA also fails under
+    MirroredStrategy in Keras 3.15.) Determinism is process-wide, so it is set off as well as on.
+    """
+    one_cpu = not tf.config.list_physical_devices("GPU") and tf.distribute.get_strategy().num_replicas_in_sync == 1
+    xla = head_alone and one_cpu
+    if xla:
+        framework_config.disable_op_determinism()
+    else:
+        framework_config.enable_op_determinism()
+    return xla

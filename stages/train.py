@@ -5,82 +5,19 @@ import math
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 from dvclive import Live
 from dvclive.utils import standardize_metric_name
 
 from stages import paths
 from stages.atomic import atomic_file, read_json, write_json
-from stages.backbones import build_backbone, build_head, image_model, unfreeze_top
+from stages.batches import Batches, EpochOrder, split_batches
 from stages.cli import run_stage
+from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
 from stages.params import Params
-from stages.strategy import choose_strategy
+from stages.strategy import choose_strategy, make_reproducible
 
 log = logging.getLogger("train")
-
-
-class Batches:
-    """Batches of a split in an order drawn afresh for every epoch from (seed, epoch).
-
-    Features and memory-mapped images are batched the same way, so both training paths see the
-    same images in the same order. The order depends on the epoch number alone, not on how often
-    Keras happens to iterate (under MirroredStrategy it iterates once more to build the model).
-    """
-
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None):
-        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels.astype(np.float32), batch_size, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def order(self) -> np.ndarray:
-        if self.seed is None:
-            return np.arange(len(self.labels))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
-
-    def dataset(self) -> tf.data.Dataset:
-        """One pass over the split, read ahead while the model trains.
-
-        As tf.data, a batch is split across the devices of a MirroredStrategy (a Keras PyDataset
-        would give each device batches of its own), so any device count takes the same steps.
-        """
-        orders = tf.data.Dataset.from_generator(lambda: iter([self.order()]),
-                                                output_signature=tf.TensorSpec((None,), tf.int64))
-        indices = orders.unbatch().batch(self.batch_size).map(tf.sort)  # sorted: memmap locality
-        labels = tf.constant(self.labels)
-        rows = self.rows_on_disk if isinstance(self.inputs, np.memmap) else self.rows_in_memory()
-        batches = indices.map(lambda batch: (rows(batch), tf.gather(labels, batch)),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return batches.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
-
-    def rows_in_memory(self):
-        """Features are small: gathered inside the pipeline, with no Python per batch."""
-        inputs = tf.constant(self.inputs)
-        return lambda batch: tf.gather(inputs, batch)
-
-    def rows_on_disk(self, batch: tf.Tensor) -> tf.Tensor:
-        """Images stay memory-mapped: numpy reads just the batch's rows."""
-        rows = tf.numpy_function(lambda indices: self.inputs[indices], [batch], tf.as_dtype(self.inputs.dtype))
-        rows.set_shape((None, *self.inputs.shape[1:]))
-        return rows
-
-
-class EpochOrder(keras.callbacks.Callback):
-    """Tells the training batches which epoch begins, so they draw its order."""
-
-    def __init__(self, batches: Batches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.batches.epoch = epoch
-
-
-def split_batches(split: str, use_features: bool, batch_size: int, seed: int | None) -> Batches:
-    inputs = np.load(paths.features(split)) if use_features else np.load(paths.images(split), mmap_mode="r")
-    return Batches(inputs, np.load(paths.labels(split)), batch_size, seed)
 
 
 class LiveEpochs(keras.callbacks.Callback):
@@ -107,21 +44,6 @@ def steps_per_call() -> int:
     return STEPS_PER_CALL if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
 
 
-def make_reproducible(head_alone: bool) -> bool:
-    """Same params, same bytes: returns whether training may use XLA, and sets op determinism if not.
-
-    XLA fuses the head's tiny steps (about twice as fast on a CPU) and on a CPU computes the same bytes
-    run after run. Keras refuses XLA under TensorFlow's op determinism, which everything else needs:
-    a GPU's reductions, and the backbone's layers when training on images. (XLA also fails under
-    MirroredStrategy in Keras 3.15.)
-    """
-    one_cpu = not tf.config.list_physical_devices("GPU") and tf.distribute.get_strategy().num_replicas_in_sync == 1
-    xla = head_alone and one_cpu
-    if not xla:
-        tf.config.experimental.enable_op_determinism()
-    return xla
-
-
 def compile_for_training(model: keras.Model, learning_rate: float, steps_per_execution: int = 1,
                          jit_compile: bool | str = "auto") -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"],
@@ -146,12 +68,14 @@ def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, tr
         )
 
 
-def save_model(model: keras.Model, classes: list[str]) -> None:
-    """The whole classifier as .keras and as the seed's .h5, and its class names; each written aside, then renamed."""
+def save_model(model: keras.Model, classes: list[str], about: dict) -> None:
+    """The whole classifier as .keras and as the seed's .h5, its class names and what evaluate needs to
+    know of it; each written aside, then renamed."""
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         with atomic_file(path) as partial:
             model.save(partial)
     write_json(paths.CLASSES, classes)
+    write_json(paths.MODEL_INFO, about)
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
 
@@ -192,10 +116,13 @@ def train_and_save(params: Params) -> None:
             fine_tune(params, backbone, head, size, live)
     backbone.trainable = False
     classifier = image_model(model_params.backbone, backbone, size, head)
+    require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
     # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
     compile_for_training(classifier, train.learning_rate)
     classifier.optimizer.build(classifier.trainable_variables)
-    save_model(classifier, classes)
+    # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
+    save_model(classifier, classes, {"head_layer": head.name,
+                                     "matches_cached_features": use_features and not train.fine_tune_layers})
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: the real params.yaml, shrunk to tiny synthetic runs in a temporary folder."""
+import contextlib
 import io
 import os
 import pickle
@@ -59,12 +60,65 @@ def dvc(repo, *args: str) -> str:
     return result.stdout
 
 
+@pytest.fixture(autouse=True)
+def fresh_tensorflow_state():
+    """Op determinism and the mixed-precision policy are process-wide: no test inherits another's."""
+    yield
+    if "tensorflow" in sys.modules:
+        import keras
+        from tensorflow.python.framework import config
+
+        config.disable_op_determinism()
+        keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A temporary folder, made current, holding a tiny synthetic params.yaml."""
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, {})
+    (tmp_path / "weights").mkdir()
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def extracted_once(tmp_path_factory):
+    """One prepare + extract of the tiny params, shared: tests copy it rather than recompute it."""
+    from stages import extract, prepare
+
+    folder = tmp_path_factory.mktemp("extracted")
+    write_params(folder, {})
+    with contextlib.chdir(folder):
+        run_stages(prepare, extract)
+    return folder / "data"
+
+
+@pytest.fixture
+def extracted(extracted_once, workdir):
+    """A workdir whose data/prepared and data/features hold the tiny params' outputs."""
+    shutil.copytree(extracted_once, workdir / "data")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def evaluated_once(extracted_once, tmp_path_factory):
+    """The tiny params' train + evaluate on the shared features, run once."""
+    from stages import evaluate, train
+
+    folder = tmp_path_factory.mktemp("evaluated")
+    write_params(folder, {})
+    shutil.copytree(extracted_once, folder / "data")
+    with contextlib.chdir(folder):
+        run_stages(train, evaluate)
+    return folder
+
+
+@pytest.fixture
+def evaluated(evaluated_once, workdir):
+    """A workdir holding the whole tiny pipeline's outputs: data, models and metrics."""
+    for name in ("data", "models", "metrics"):
+        shutil.copytree(evaluated_once / name, workdir / name)
+    return workdir
 
 
 def run_stages(*stages):

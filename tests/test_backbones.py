@@ -1,9 +1,14 @@
 """The backbone registry: every entry builds, preprocesses as Keras does, and loads weights files."""
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from stages.backbones import BACKBONES, build_backbone, image_model, preprocessing_layer
+from stages.backbones import BACKBONES, IN_MODEL
+from stages.models import build_backbone, image_model, preprocessing_layer
 
 KERAS_PREPROCESS = {
     "densenet121": keras.applications.densenet.preprocess_input,
@@ -38,6 +43,24 @@ def test_preprocessing_matches_keras(name):
     np.testing.assert_allclose(ours, KERAS_PREPROCESS[name](images.copy()), rtol=1e-5, atol=1e-4)
 
 
+def first_learned_layer_input(backbone: keras.Model) -> keras.Model:
+    """What the backbone's first learned layer (its stem) reads, from what the backbone is given."""
+    stem = next(layer for layer in backbone.layers if layer.weights and not isinstance(layer, keras.layers.Normalization))
+    return keras.Model(backbone.input, stem.input)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in BACKBONES.items() if spec.preprocessing == IN_MODEL))
+def test_backbones_marked_in_model_normalise_raw_pixels_themselves(name):
+    # Given 0-255 pixels, these models must scale them to ImageNet's normalised range on their own
+    # (our preprocessing passes them through): black lands near -2, white near +2.
+    backbone = build_backbone(name, "none", 32, seed=0)
+    pixels = np.stack([np.zeros((32, 32, 3)), np.full((32, 32, 3), 255.0)]).astype(np.float32)
+    seen = keras.ops.convert_to_numpy(first_learned_layer_input(backbone)(pixels))
+    black, white = seen[0], seen[1]
+    assert np.abs(seen).max() < 3, (black.min(), white.max())
+    assert black.max() < -0.9 and white.min() > 0.9, (black.max(), white.min())
+
+
 def test_weights_from_a_file_are_loaded(tmp_path):
     saved = build_backbone("densenet121", "none", 32, seed=1)
     path = tmp_path / "densenet121.weights.h5"
@@ -57,13 +80,31 @@ def test_a_weights_file_for_another_backbone_is_a_clear_error(tmp_path):
         build_backbone("densenet121", str(path), 32, seed=0)
 
 
+# An empty Keras cache and a download that fails, whatever the machine has cached or can reach.
+OFFLINE_IMAGENET = """
+import urllib.error, urllib.request
+def no_network(url, *args, **kwargs):
+    raise urllib.error.URLError("no network")
+urllib.request.urlretrieve = no_network
+from stages.models import build_backbone
+try:
+    build_backbone("vgg16", "imagenet", 32, seed=0)
+except FileNotFoundError as error:
+    print(error)
+"""
+
+
 def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
-    # Nothing can be downloaded here; a user without network gets the file name and the folder.
-    with pytest.raises(FileNotFoundError) as error:
-        build_backbone("vgg16", "imagenet", 32, seed=0)
-    message = str(error.value)
+    from tests.conftest import REPO
+
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", OFFLINE_IMAGENET], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    message = result.stdout
+    assert "model.weights: ImageNet weights for 'vgg16' could not be fetched" in message
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
-    assert ".keras/models" in message and "model.weights" in message
+    assert f"{tmp_path / 'keras' / 'models'}/" in message
 
 
 def test_the_image_model_takes_raw_images_of_any_size():

@@ -1,55 +1,90 @@
 """Extraction engines agree with TensorFlow, and sharded extraction merges to the same bytes as one process."""
-import os
-import subprocess
-import sys
+import json
+import shutil
 
 import numpy as np
+import pytest
 
-from stages import extract, paths, prepare
-from tests.conftest import GIT_IDENTITY, REPO, run_module, run_stages, write_params
+from stages import extract, paths, prepare, shards
+from stages.params import load_params
+from tests.conftest import run_module, run_stages, write_params
+
+SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 70 images, 5 batches
 
 
-def extracted_features() -> dict:
-    return {split: np.load(paths.features(split)) for split in paths.SPLITS}
+@pytest.fixture(scope="module")
+def small_prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    write_params(folder, SMALL)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        run_stages(prepare, extract)
+    return folder / "data"
 
 
-def test_xla_and_openvino_features_match_tensorflow(workdir):
-    small = {"data": {"limit": 60, "val_size": 10}}
-    write_params(workdir, small)
-    run_stages(prepare)
-    features = {}
-    for engine in ("tensorflow", "xla", "openvino"):
-        write_params(workdir, {**small, "extract": {"engine": engine}})
+@pytest.fixture
+def small(small_prepared, workdir):
+    """A workdir with the small prepared set and its TensorFlow features."""
+    write_params(workdir, SMALL)
+    shutil.copytree(small_prepared, workdir / "data")
+    return workdir
+
+
+def test_xla_and_openvino_features_match_tensorflow(small):
+    reference = np.load(paths.features("train"))
+    for engine in ("xla", "openvino"):
+        write_params(small, {**SMALL, "extract": {**SMALL["extract"], "engine": engine}})
         run_stages(extract)
-        features[engine] = extracted_features()["train"]
-    reference = features.pop("tensorflow")
-    for engine, values in features.items():
-        relative = np.abs(values - reference).max() / np.abs(reference).max()
+        relative = np.abs(np.load(paths.features("train")) - reference).max() / np.abs(reference).max()
         assert relative < 1e-4, (engine, relative)
 
 
-def test_two_shard_processes_merge_to_the_bytes_of_one(workdir):
-    write_params(workdir, {"data": {"limit": 100, "val_size": 10}, "extract": {"batch_size": 16}})
-    run_stages(prepare, extract)
+def extract_both_shards() -> None:
+    params = load_params()
+    for index in range(2):
+        shards.extract_shard(params, index, 2)
+
+
+def test_two_shards_merge_to_the_bytes_of_one_process(small):
     single = {split: paths.features(split).read_bytes() for split in paths.SPLITS}
-    env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY}
-    workers = [subprocess.Popen([sys.executable, "-m", "stages.extract", "--shard", f"{index}/2"], cwd=workdir,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for index in range(2)]
-    for worker in workers:
-        assert worker.wait(timeout=600) == 0, worker.stderr.read()
-    merged = run_module("stages.extract", workdir, "--merge", "2")
+    shutil.rmtree(paths.FEATURES)
+    extract_both_shards()
+    merged = run_module("stages.shards", small, "--merge", "2")
     assert merged.returncode == 0, merged.stderr
     assert {split: paths.features(split).read_bytes() for split in paths.SPLITS} == single
 
 
-def test_merging_shards_of_other_params_fails_in_one_line(workdir):
-    write_params(workdir, {"data": {"limit": 40, "val_size": 10}})
-    run_stages(prepare)
-    assert run_module("stages.extract", workdir, "--shard", "0/2").returncode == 0
-    missing = run_module("stages.extract", workdir, "--merge", "2")
-    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("error: shard 1 of 2 is missing"), missing.stderr
-    write_params(workdir, {"data": {"limit": 40, "val_size": 10}, "model": {"seed": 7}})
-    assert run_module("stages.extract", workdir, "--shard", "1/2").returncode == 0
-    stale = run_module("stages.extract", workdir, "--merge", "2")
-    assert stale.returncode == 1 and "extracted with other seed" in stale.stderr, stale.stderr
+def merge_error() -> str:
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        shards.merge_shards(load_params(), 2)
+    assert not paths.FEATURES.exists()
+    return str(error.value)
+
+
+def test_merging_shards_that_do_not_fit_is_refused(small):
+    shutil.rmtree(paths.FEATURES)
+    shards.extract_shard(load_params(), 0, 2)
+    assert merge_error().startswith("shard 1 of 2 is missing")
+
+    write_params(small, {**SMALL, "model": {"seed": 7}})
+    shards.extract_shard(load_params(), 1, 2)
+    assert "extracted with other seed" in merge_error()
+
+    write_params(small, SMALL)
+    shards.extract_shard(load_params(), 1, 2)
+    info_path, part_path = paths.info(paths.shard(1, 2)), paths.features("test", paths.shard(1, 2))
+    info, part = info_path.read_text(), np.load(part_path)
+
+    info_path.write_text(json.dumps({**json.loads(info), "first_rows": {"train": 0, "val": 0, "test": 32}}))
+    assert merge_error().startswith("shard 1 of 2 starts its train rows at 0, not at 16")
+    info_path.write_text(info)
+
+    np.save(part_path, part[:-1])
+    assert merge_error().startswith("the shards hold 39 test rows, but data/prepared has 40 test images")
+    np.save(part_path, part)
+
+    write_params(small, {**SMALL, "extract": {**SMALL["extract"], "engine": "openvino"}})
+    assert merge_error().startswith("shards were extracted by the tensorflow engine, but extract.engine is openvino")
+    write_params(small, SMALL)
+    shards.merge_shards(load_params(), 2)  # what was refused above, put right, merges
+    assert np.load(paths.features("test")).shape == (40, 1024)

@@ -1,6 +1,7 @@
-"""Your own images: a folder dataset through a real dvc repro, then stages.predict on image files."""
+"""Your own images: a folder dataset through every stage, then stages.predict on image files."""
+import contextlib
 import json
-import subprocess
+import logging
 
 import keras
 import numpy as np
@@ -8,9 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import copy_repo, dvc_env, run_module
-
-pytestmark = pytest.mark.slow
+from stages import evaluate, extract, predict, prepare, train
+from tests.conftest import REPO, run_stages, write_params
 
 COLOURS = {"blue": (30, 40, 200), "green": (30, 190, 40), "red": (210, 30, 30)}
 MODES = ["RGB", "L", "RGBA", "P"]  # the image modes people's folders hold
@@ -33,23 +33,37 @@ def write_dataset(root, rng, per_class: dict[str, int]) -> None:
                 (image if suffix == ".jpg" else image.convert(mode)).save(folder / f"{name}_{index}{suffix}")
 
 
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
-    """A three-class folder dataset with one corrupt file, run through `dvc repro` once for this module."""
+    """A three-class folder dataset with one corrupt file, run through every stage once for this module."""
     tmp_path = tmp_path_factory.mktemp("folder")
-    repo_copy = copy_repo(tmp_path / "repo")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_bytes((REPO / "dvc.yaml").read_bytes())
     images = tmp_path / "images"
     write_dataset(images, np.random.default_rng(0), {"train": 24, "test": 6})
     corrupt = images / "train" / "red" / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a png")
-    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["data"].update(source="folder", path=str(images), val_size=6, limit=None)
-    params["train"]["epochs"] = 30  # 66 images: a few steps an epoch
-    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = subprocess.run(["dvc", "repro"], cwd=repo_copy, capture_output=True, text=True, timeout=900,
-                            env=dvc_env())
-    assert result.returncode == 0, result.stdout + result.stderr
-    return repo_copy, images, corrupt, result.stdout + result.stderr
+    # 66 images: a few steps an epoch
+    write_params(repo, {"data": {"source": "folder", "path": str(images), "val_size": 6, "limit": None},
+                        "train": {"epochs": 30}})
+    warnings = Messages()
+    logging.getLogger().addHandler(warnings)
+    try:
+        with contextlib.chdir(repo):
+            run_stages(prepare, extract, train, evaluate)
+    finally:
+        logging.getLogger().removeHandler(warnings)
+    return repo, images, corrupt, "\n".join(warnings.lines)
 
 
 def test_a_folder_dataset_runs_end_to_end(folder_run):
@@ -76,28 +90,39 @@ def test_a_folder_dataset_runs_end_to_end(folder_run):
             assert picture.format == "PNG" and min(picture.size) >= 200
 
 
-def test_predict_names_the_class_of_new_images(folder_run, tmp_path):
+def predict_in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """stages.predict's main(), as the command runs it; its exit status, stdout and stderr."""
+    try:
+        predict.main(list(argv))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    output = capsys.readouterr()
+    return status, output.out, output.err
+
+
+def test_predict_names_the_class_of_new_images(folder_run, tmp_path, monkeypatch, capsys):
     repo, _, _, _ = folder_run
     rng = np.random.default_rng(1)
     new = tmp_path / "new"
     new.mkdir()
     draw(rng, COLOURS["red"], (40, 30)).save(new / "red.png")
     draw(rng, COLOURS["blue"], (50, 50)).save(new / "blue.jpg")
-    result = run_module("stages.predict", repo, str(new / "red.png"), str(new / "blue.jpg"), "--json")
-    assert result.returncode == 0, result.stderr
-    predictions = {p["image"]: p["top"] for p in json.loads(result.stdout)}
+    monkeypatch.chdir(repo)
+    status, output, _ = predict_in_process(capsys, str(new / "red.png"), str(new / "blue.jpg"), "--json")
+    assert status == 0
+    predictions = {p["image"]: p["top"] for p in json.loads(output)}
     assert predictions[str(new / "red.png")][0]["class"] == "red"
     assert predictions[str(new / "blue.jpg")][0]["class"] == "blue"
     assert len(predictions[str(new / "red.png")]) == 3
     assert abs(sum(top["probability"] for top in predictions[str(new / "red.png")]) - 1) < 1e-4
 
-    text = run_module("stages.predict", repo, str(new))
-    assert text.returncode == 0 and len(text.stdout.strip().splitlines()) == 2
+    status, text, _ = predict_in_process(capsys, str(new))
+    assert status == 0 and len(text.strip().splitlines()) == 2
 
     (new / "broken.png").write_bytes(b"not an image")
-    broken = run_module("stages.predict", repo, str(new / "broken.png"))
-    assert broken.returncode == 1
-    assert broken.stderr.strip().splitlines()[-1].startswith(f"error: cannot read image {new / 'broken.png'}")
-    missing = run_module("stages.predict", repo, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().splitlines()[-1].startswith(f"error: no model at {tmp_path / 'absent.keras'}")
+    status, _, error = predict_in_process(capsys, str(new / "broken.png"))
+    assert status == 1 and error.strip().startswith(f"error: cannot read image {new / 'broken.png'}")
+    status, _, error = predict_in_process(capsys, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
+    assert status == 1 and error.strip() == f"error: no model at {tmp_path / 'absent.keras'}; run `dvc repro` first, " \
+        "or pass --model PATH"

@@ -5,8 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.backbones import BACKBONES
-from stages.engines import ENGINES, PRECISIONS
-from stages.params import SOURCES, ParamsError, parse_params
+from stages.params import ENGINES, PRECISIONS, SOURCES, ParamsError, parse_params
 from tests.conftest import TINY, merged, repo_params
 
 BASE = merged(repo_params(), TINY)  # limit 400, val_size 100, image_size 32

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from tests.conftest import ABOVE_CHANCE, dvc
+from tests.test_dependencies import stage_code
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,19 @@ def test_dvc_repro_end_to_end(reproduced_repo):
     assert changed_stages(reproduced_repo) == {"train"}  # evaluate follows through train's outputs
 
     edit_params(reproduced_repo, "train", "fine_tune_layers", 5)
-    assert changed_stages(reproduced_repo) == {"train", "evaluate"}  # evaluate then reads images, not features
+    assert changed_stages(reproduced_repo) == {"train"}  # evaluate learns from train's outputs what to read
 
     assert "confusion" in dvc(reproduced_repo, "plots", "show", "--json")
+
+
+def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
+    for shared in ("stages/cache.py", "stages/models.py"):
+        with open(reproduced_repo / shared, "a") as code:
+            code.write("\n")
+        runs_it = {name for name, (_, run) in stage_code().items() if shared in run}
+        # A stage downstream of one that reruns is listed by its changed dependencies only after that rerun.
+        assert changed_stages(reproduced_repo) == runs_it, shared
+        dvc(reproduced_repo, "commit", "--force")
+
+    (reproduced_repo / "weights/backbone.weights.h5").write_bytes(b"new weights")
+    assert changed_stages(reproduced_repo) == {"extract", "train"}

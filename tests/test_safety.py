@@ -1,6 +1,6 @@
 """Hostile or broken input ends in one line and a non-zero exit; interrupted stages leave nothing half-written."""
-import errno
 import hashlib
+import resource
 import signal
 import subprocess
 import sys
@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from stages import extract, paths, prepare, train
-from stages.backbones import build_backbone
-from stages.cli import run_stage
+from stages import extract, paths, train
+from stages.models import build_backbone
 from stages.params import load_params
 from tests.conftest import GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module, write_params, write_tarball
 
@@ -44,67 +44,104 @@ def test_bad_archives_fail_in_one_line(tmp_path, case, verify):
     assert not (tmp_path / "data").exists()
 
 
-def test_a_mismatched_weights_file_fails_in_one_line(workdir):
-    prepare.run(load_params())
-    weights = workdir / "vgg16.weights.h5"
+def test_a_mismatched_weights_file_fails_in_one_line(extracted):
+    weights = extracted / "weights" / "vgg16.weights.h5"
     build_backbone("vgg16", "none", 32, seed=0).save_weights(weights)
-    write_params(workdir, {"model": {"weights": str(weights)}})
-    result = run_module("stages.extract", workdir)
+    write_params(extracted, {"model": {"weights": str(weights)}})
+    before = digest(paths.FEATURES)
+    result = run_module("stages.extract", extracted)
     assert_one_line_error(result, f"model.weights: '{weights}' does not fit backbone 'densenet121'")
-    assert not paths.FEATURES.exists() and not list(workdir.glob("data/*.partial"))
+    assert digest(paths.FEATURES) == before and not list(extracted.glob("data/*.partial"))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(workdir):
+    def small_file_limit():  # the kernel refuses writes past 64 KiB, as a full disk would
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    env = {"PYTHONPATH": str(REPO), **GIT_IDENTITY, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=300, preexec_fn=small_file_limit)
+    assert_one_line_error(result, "[Errno 27] File too large: 'data/prepared'; free some space")
+    assert not (workdir / "data").exists() or not any((workdir / "data").iterdir())
 
 
 def digest(folder) -> dict:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
-def test_a_killed_extract_reruns_to_identical_features(workdir):
-    write_params(workdir, {"data": {"limit": 1500}})
-    prepare.run(load_params())
-    assert run_module("stages.extract", workdir).returncode == 0
-    uninterrupted = digest(paths.FEATURES)
+# extract, stopped after its first batch: a file says so, then it waits to be killed.
+EXTRACT_UNTIL_KILLED = """
+import sys, time
+from pathlib import Path
+from stages import extract, features
+original = features.compile_engine
+def engine_that_stops(*args):
+    run_batch = original(*args)
+    def first_batch_then_wait(batch):
+        result = run_batch(batch)
+        Path(sys.argv[1]).touch()
+        time.sleep(600)
+    return first_batch_then_wait
+features.compile_engine = engine_that_stops
+extract.main()
+"""
 
+
+def test_a_killed_extract_keeps_the_old_features_and_reruns_to_the_same(extracted):
+    uninterrupted = digest(paths.FEATURES)
+    marker = extracted / "first-batch-done"
     env = {"PYTHONPATH": str(REPO), **GIT_IDENTITY, "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen([sys.executable, "-m", "stages.extract"], cwd=workdir, env=env,
+    process = subprocess.Popen([sys.executable, "-c", EXTRACT_UNTIL_KILLED, str(marker)], cwd=extracted, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial_train = workdir / "data/features.partial/train.npy"
-    deadline = time.monotonic() + 120
-    while not partial_train.exists() and time.monotonic() < deadline and process.poll() is None:
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # a few batches in
-    assert process.poll() is None, "extract finished before it could be interrupted"
+    assert marker.exists(), "extract never finished a batch"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (workdir / "data/features.partial").exists()
+    assert (extracted / "data/features.partial/train.npy").exists()
     assert digest(paths.FEATURES) == uninterrupted  # the complete output was never touched
 
-    assert run_module("stages.extract", workdir).returncode == 0
+    extract.run(load_params())
     assert digest(paths.FEATURES) == uninterrupted
-    assert not (workdir / "data/features.partial").exists()
+    assert not (extracted / "data/features.partial").exists()
 
 
-def test_a_nan_loss_stops_training_and_keeps_no_model(workdir):
-    params = load_params()
-    prepare.run(params)
-    extract.run(params)
-    features = np.load(paths.features("train"))
-    features[:5] = np.nan
-    np.save(paths.features("train"), features)
-    with pytest.raises(ValueError, match=r"train: the loss became nan at epoch 1; lower train.learning_rate"):
-        train.run(params)
+def poison_features(split: str, rows: slice) -> None:
+    features = np.load(paths.features(split))
+    features[rows] = np.nan
+    np.save(paths.features(split), features)
+
+
+@pytest.mark.parametrize("determinism_left_on", [False, True])
+def test_non_finite_features_are_refused_before_training(extracted, determinism_left_on):
+    # Whatever an earlier caller left behind (op determinism forces the non-XLA kernels), the answer is the same.
+    if determinism_left_on:
+        tf.config.experimental.enable_op_determinism()
+    poison_features("train", slice(5, 10))
+    with pytest.raises(ValueError, match=r"data/features/train.npy: row 5 holds non-finite values"):
+        train.run(load_params())
     assert not paths.INFERENCE_MODEL.exists() and not paths.LEGACY_MODEL.exists()
 
 
-@pytest.mark.parametrize("error", [
-    OSError(errno.ENOSPC, "No space left on device", "data/prepared.partial/train_images.npy"),
-    PermissionError(errno.EROFS, "Read-only file system", "models/.cifar10.partial.keras"),
-])
-def test_file_system_failures_are_reported_as_such(workdir, capsys, error):
-    def failing_stage(params):
-        raise error
+@pytest.mark.parametrize("kernels", ["xla", "deterministic"])
+def test_a_diverging_head_keeps_no_model(extracted, monkeypatch, kernels):
+    if kernels == "deterministic":  # the kernels of a GPU, of fine-tuning and of training on images
+        monkeypatch.setattr(train, "make_reproducible", lambda head_alone: tf.config.experimental.enable_op_determinism())
+    write_params(extracted, {"train": {"epochs": 2, "learning_rate": 1e30}})
+    with pytest.raises(ValueError, match=r"^train: .*lower train.learning_rate \(now 1e\+30\)"):
+        train.run(load_params())
+    assert not paths.INFERENCE_MODEL.exists() and not paths.LEGACY_MODEL.exists()
 
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(failing_stage)
-    assert exit_.value.code == 1
-    assert capsys.readouterr().err == f"error: {error}\n"
-    assert error.strerror in str(error)
+
+def test_weights_that_make_non_finite_features_stop_extract(extracted):
+    weights = extracted / "weights" / "broken.weights.h5"
+    backbone = build_backbone("densenet121", "none", 32, seed=0)
+    last_normalisation = backbone.get_layer("bn")  # before the last ReLU, which would turn a NaN into 0
+    gamma, beta, mean, variance = last_normalisation.get_weights()
+    last_normalisation.set_weights([gamma, np.full_like(beta, np.inf), mean, variance])
+    backbone.save_weights(weights)
+    write_params(extracted, {"model": {"weights": str(weights)}})
+    result = run_module("stages.extract", extracted)
+    assert_one_line_error(result, "extract: the backbone gave non-finite features for train image 0")

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from stages import datasets, evaluate, extract, paths, prepare, train
+from stages import datasets, evaluate, paths, prepare
+from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, fabricated_cifar, run_stages, write_params
 
 
@@ -38,21 +39,22 @@ def test_prepare_reads_the_cifar_archive_pixel_exact(workdir):
     np.testing.assert_array_equal(np.load(paths.labels("test")).argmax(1), splits["test_batch"][1])
 
 
-def test_the_whole_chain_in_process(workdir):
-    params = run_stages(prepare, extract, train, evaluate)
+def test_the_whole_chain_in_process(evaluated):
     for split, count in {"train": 300, "val": 100, "test": 400}.items():
         features = np.load(paths.features(split))
         assert features.shape == (count, 1024) and features.dtype == np.float32
+    params = load_params()
     epochs = (paths.TRAIN_LOG / "plots/metrics/train/accuracy.tsv").read_text().strip().splitlines()[1:]
     assert len(epochs) == params.train.epochs
     metrics = json.loads(paths.METRICS_FILE.read_text())
     assert metrics["accuracy"] > ABOVE_CHANCE, metrics
-    assert metrics["saved_model_check"]["agreement"] == 1.0
+    check = metrics["saved_model_check"]
+    assert check["images"] == 32 and check["max_relative_feature_difference"] < 1e-4, check
     assert len(json.loads(paths.CONFUSION.read_text())) == 400
     assert paths.CONFUSION_PNG.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     test_images = np.load(paths.images("test"))[:16]
-    head = keras.models.load_model(paths.INFERENCE_MODEL).get_layer("head")
+    head = keras.models.load_model(paths.INFERENCE_MODEL).get_layer(json.loads(paths.MODEL_INFO.read_text())["head_layer"])
     expected = head.predict(np.load(paths.features("test"))[:16], verbose=0)
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         model = keras.models.load_model(path, safe_mode=True)
@@ -70,3 +72,28 @@ def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatc
         run_stages(prepare)
     assert paths.images("train").read_bytes() == before
     assert not list(workdir.glob("data/*.partial"))
+
+
+def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
+    # bfloat16 keeps 8 bits of mantissa: a relative error of up to 2^-8 in every cached feature.
+    features = np.load(paths.features("test"))
+    noise = np.random.default_rng(0).uniform(-2 ** -8, 2 ** -8, size=features.shape).astype(np.float32)
+    np.save(paths.features("test"), features * (1 + noise))
+    info = json.loads(paths.FEATURES_INFO.read_text())
+    with pytest.raises(ValueError, match="tolerance 0.001 for extract.precision float32"):
+        run_stages(evaluate)  # too much for float32 features
+    paths.FEATURES_INFO.write_text(json.dumps({**info, "precision": "mixed"}))
+    run_stages(evaluate)
+    check = json.loads(paths.METRICS_FILE.read_text())["saved_model_check"]
+    assert 0.001 < check["max_relative_feature_difference"] <= check["tolerance"], check
+
+
+def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
+    model = keras.models.load_model(paths.INFERENCE_MODEL)
+    backbone = model.get_layer("densenet121")
+    last_block = backbone.get_layer("conv5_block16_2_conv")  # its 32 of the 1,024 pooled features
+    last_block.set_weights([-weight for weight in last_block.get_weights()])
+    model.save(paths.INFERENCE_MODEL)
+    with pytest.raises(ValueError, match=r"^evaluate: models/cifar10.keras computes features of raw test images up "
+                                         r"to .* \(tolerance 0.001 for extract.precision float32\)"):
+        run_stages(evaluate)

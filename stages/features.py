@@ -1,0 +1,75 @@
+"""The frozen backbone's pooled features, computed batch by batch and written as they come.
+
+Shared by the extract stage and the shard tool, so one process and N shards compute the same bytes.
+"""
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from stages.cache import first_non_finite_row
+from stages.engines import Engine, compile_engine, gpu_available, resolve, use_precision
+from stages.models import build_backbone, image_model
+from stages.params import Params
+
+log = logging.getLogger("extract")
+
+
+def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -> range:
+    """The first image of each batch in this shard: whole batches, so every image meets the engine
+    in the same batch, at the same position, however the work is split."""
+    starts = range(0, count, batch_size)
+    per_shard = -(-len(starts) // shards)
+    return starts[shard * per_shard:(shard + 1) * per_shard]
+
+
+def image_batches(images: np.ndarray, batch_size: int, starts: range):
+    """Fixed-size batches from the memory-mapped cache, read ahead by tf.data while the engine computes.
+
+    The last batch is padded: one input shape, so XLA and OpenVINO compile once.
+    """
+    def read():
+        for start in starts:
+            batch = images[start:start + batch_size]
+            yield np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+
+    signature = tf.TensorSpec((batch_size, *images.shape[1:]), tf.uint8)
+    return tf.data.Dataset.from_generator(read, output_signature=signature).prefetch(2).as_numpy_iterator()
+
+
+def extract_rows(engine: Engine, width: int, images: np.ndarray, batch_size: int, starts: range, out: Path) -> None:
+    """Features of the batches at `starts` into `out`; a NaN or infinite feature stops it, naming the image."""
+    if not starts:  # a shard with no batch of this split
+        np.save(out, np.zeros((0, width), np.float32))
+        return
+    first = starts[0]
+    rows = min(starts[-1] + batch_size, len(images)) - first
+    features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(rows, width))
+    with tqdm(total=rows, desc=f"extract {out.stem}", unit="img", disable=None) as progress:
+        for start, batch in zip(starts, image_batches(images, batch_size, starts)):
+            count = min(batch_size, len(images) - start)
+            computed = engine(batch)[:count]
+            if (bad := first_non_finite_row(computed)) is not None:
+                raise ValueError(f"extract: the backbone gave non-finite features for {out.stem} image "
+                                 f"{start + bad}; check model.weights, or set extract.precision: float32")
+            features[start - first:start - first + count] = computed
+            progress.update(count)
+    features.flush()
+
+
+def build_engine(params: Params, image_size: int) -> tuple[Engine, int, dict]:
+    """The compiled extractor, its feature width, and what decides its output (recorded beside it)."""
+    model, extract = params.model, params.extract
+    engine = resolve(extract.engine, model.backbone)
+    use_precision(extract.precision, engine)
+    if gpu_available():
+        tf.config.experimental.enable_op_determinism()  # a GPU's reductions: same images, same bytes
+    backbone = build_backbone(model.backbone, model.weights, image_size, model.seed)
+    extractor = image_model(model.backbone, backbone, image_size, input_size=image_size)
+    log.info("extracting with %s on the %s engine (%s) at %dx%d",
+             model.backbone, engine, extract.precision, image_size, image_size)
+    recipe = {"backbone": model.backbone, "weights": model.weights, "seed": model.seed, "image_size": image_size,
+              "engine": engine, "precision": extract.precision, "batch_size": extract.batch_size}
+    return compile_engine(extractor, engine, extract.precision), extractor.output.shape[-1], recipe

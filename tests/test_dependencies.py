@@ -1,0 +1,69 @@
+"""dvc.yaml's code dependencies are exactly the files each stage runs, and params.yaml loads with no ML framework."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+PACKAGE = "stages"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The stages.* modules a file imports, wherever in the file the import stands."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == PACKAGE and module_file(name).is_file()}
+
+
+def module_file(module: str) -> Path:
+    return REPO / (module.replace(".", "/") + ".py")
+
+
+def files_run_by(module: str) -> set[str]:
+    """Every file of the package that `python -m module` executes: its imports, transitively, and the package's __init__."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += imported_modules(module_file(current))
+    return {f"{PACKAGE}/__init__.py"} | {module_file(name).relative_to(REPO).as_posix() for name in seen}
+
+
+def stage_code() -> dict[str, tuple[set[str], set[str]]]:
+    """Per stage in dvc.yaml: the code files it declares, and the ones its command runs."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    result = {}
+    for name, stage in stages.items():
+        module = stage["cmd"].removeprefix("python -m ")
+        declared = {dep for dep in stage["deps"] if dep.endswith(".py")}
+        result[name] = declared, files_run_by(module)
+    return result
+
+
+def test_each_stage_declares_exactly_the_code_it_runs():
+    mismatches = {name: {"undeclared": sorted(run - declared), "not run": sorted(declared - run)}
+                  for name, (declared, run) in stage_code().items() if declared != run}
+    assert not mismatches, mismatches
+
+
+def test_the_dependency_walk_follows_imports_of_the_package():
+    assert {"stages/__init__.py", "stages/params.py", "stages/paths.py", "stages/backbones.py"} <= \
+        files_run_by("stages.params")
+    assert "stages/models.py" in files_run_by("stages.extract")
+
+
+def test_reading_params_imports_no_ml_framework():
+    probe = ("import sys; from stages.params import load_params; load_params(); "
+             "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'openvino') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
