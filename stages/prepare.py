@@ -11,10 +11,8 @@ from tqdm import tqdm
 from stages import paths
 from stages.atomic import atomic_directory, write_json
 from stages.cli import run_stage
-from stages.datasets import (
-    CIFAR10_CLASSES, SYNTHETIC_CLASSES, ImageFiles, Split, download_cifar10, read_cifar10, read_folder,
-    synthetic_split, verify_archive,
-)
+from stages import cifar10
+from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, synthetic_split
 from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
 
 log = logging.getLogger("prepare")
@@ -42,10 +40,10 @@ def load_source(data: DataParams) -> Source:
         return Source(train, test, classes, skipped=tuple(skipped))
     archive = Path(data.archive)
     if not archive.is_file():
-        download_cifar10(archive)
-    checksum = verify_archive(archive, data.verify)
-    train, test = read_cifar10(archive)
-    return Source(train, test, CIFAR10_CLASSES, checksum)
+        cifar10.download(archive)
+    checksum = cifar10.verify(archive, data.verify)
+    train, test = cifar10.read(archive)
+    return Source(train, test, cifar10.CLASSES, checksum)
 
 
 def stratified_split(split: Split, size: int, seed: int, key: str = "data.val_size") -> tuple[Split, Split]:

@@ -5,14 +5,14 @@ import tarfile
 import numpy as np
 import pytest
 
-from stages import datasets
-from stages.datasets import read_cifar10, synthetic_split, verify_archive
+from stages import cifar10
+from stages.datasets import synthetic_split
 from tests.conftest import cifar_batch, fabricated_cifar, write_tarball
 
 
 def test_reads_every_batch_pixel_and_label_exact(tmp_path):
     archive, splits = fabricated_cifar(tmp_path / "cifar.tar.gz")
-    train, test = read_cifar10(archive)
+    train, test = cifar10.read(archive)
     expected_train = np.concatenate([splits[f"data_batch_{i}"][0] for i in range(1, 6)])
     expected_labels = np.concatenate([splits[f"data_batch_{i}"][1] for i in range(1, 6)])
     assert train.images.shape == (25, 32, 32, 3) and train.images.dtype == np.uint8
@@ -26,8 +26,8 @@ def test_channel_order_is_red_green_blue(tmp_path):
     # The format stores 1024 red values, then 1024 green, then 1024 blue.
     row = np.concatenate([np.full(1024, 200), np.full(1024, 100), np.full(1024, 50)]).astype(np.uint8)
     batch = pickle.dumps({b"data": row[None, :], b"labels": [3]}, protocol=2)
-    members = {f"cifar-10-batches-py/{name}": batch for name in (*datasets.TRAIN_BATCHES, "test_batch")}
-    train, _ = read_cifar10(write_tarball(tmp_path / "rgb.tar.gz", members))
+    members = {f"cifar-10-batches-py/{name}": batch for name in (*cifar10.TRAIN_BATCHES, "test_batch")}
+    train, _ = cifar10.read(write_tarball(tmp_path / "rgb.tar.gz", members))
     assert train.images[0, 5, 7].tolist() == [200, 100, 50]
     assert train.labels.tolist() == [3] * 5
 
@@ -35,13 +35,13 @@ def test_channel_order_is_red_green_blue(tmp_path):
 def test_a_wrong_checksum_is_an_error_when_verifying(tmp_path):
     archive, _ = fabricated_cifar(tmp_path / "cifar.tar.gz")
     with pytest.raises(ValueError, match=r"data.archive: .*not the official 6d958be0.*data.verify: false"):
-        verify_archive(archive, verify=True)
+        cifar10.verify(archive, verify=True)
 
 
 def test_an_unverified_archive_is_accepted_with_a_warning(tmp_path, caplog):
     archive, _ = fabricated_cifar(tmp_path / "cifar.tar.gz")
-    checksum = verify_archive(archive, verify=False)
-    assert checksum == datasets.sha256_of(archive) and len(checksum) == 64
+    checksum = cifar10.verify(archive, verify=False)
+    assert checksum == cifar10.sha256_of(archive) and len(checksum) == 64
     assert "data.verify is false" in caplog.text
 
 
@@ -53,9 +53,9 @@ def test_a_crafted_pickle_runs_no_code(tmp_path):
             return (open, (str(marker), "w"))
 
     members = {f"cifar-10-batches-py/{name}": pickle.dumps(Payload(), protocol=2)
-               for name in (*datasets.TRAIN_BATCHES, "test_batch")}
+               for name in (*cifar10.TRAIN_BATCHES, "test_batch")}
     with pytest.raises(ValueError, match="is not a CIFAR-10 batch.*refusing to load"):
-        read_cifar10(write_tarball(tmp_path / "evil.tar.gz", members))
+        cifar10.read(write_tarball(tmp_path / "evil.tar.gz", members))
     assert not marker.exists()
 
 
@@ -63,7 +63,7 @@ def test_a_crafted_pickle_runs_no_code(tmp_path):
 def test_members_that_climb_out_are_rejected(tmp_path, name):
     archive = write_tarball(tmp_path / "climb.tar.gz", {name: b"x"})
     with pytest.raises(ValueError, match="refusing unsafe member"):
-        read_cifar10(archive)
+        cifar10.read(archive)
 
 
 def test_link_members_are_rejected(tmp_path):
@@ -73,45 +73,45 @@ def test_link_members_are_rejected(tmp_path):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     with pytest.raises(ValueError, match="refusing unsafe member"):
-        read_cifar10(archive)
+        cifar10.read(archive)
 
 
 def test_a_truncated_archive_is_a_clear_error(tmp_path):
     archive, _ = fabricated_cifar(tmp_path / "cifar.tar.gz")
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(ValueError, match="not a readable tar.gz archive"):
-        read_cifar10(archive)
+        cifar10.read(archive)
 
 
 def test_labels_outside_0_to_9_are_an_error(tmp_path):
     images = np.zeros((2, 32, 32, 3), np.uint8)
     members = {f"cifar-10-batches-py/{name}": cifar_batch(images, [1, 12])
-               for name in (*datasets.TRAIN_BATCHES, "test_batch")}
+               for name in (*cifar10.TRAIN_BATCHES, "test_batch")}
     with pytest.raises(ValueError, match="integer labels in 0-9"):
-        read_cifar10(write_tarball(tmp_path / "labels.tar.gz", members))
+        cifar10.read(write_tarball(tmp_path / "labels.tar.gz", members))
 
 
 def test_a_missing_batch_is_named(tmp_path):
     images = np.zeros((1, 32, 32, 3), np.uint8)
-    members = {f"cifar-10-batches-py/{name}": cifar_batch(images, [0]) for name in datasets.TRAIN_BATCHES}
+    members = {f"cifar-10-batches-py/{name}": cifar_batch(images, [0]) for name in cifar10.TRAIN_BATCHES}
     with pytest.raises(ValueError, match="lacks test_batch"):
-        read_cifar10(write_tarball(tmp_path / "partial.tar.gz", members))
+        cifar10.read(write_tarball(tmp_path / "partial.tar.gz", members))
 
 
 def test_download_writes_the_archive_whole(tmp_path, monkeypatch):
     source, _ = fabricated_cifar(tmp_path / "source.tar.gz")
-    monkeypatch.setattr(datasets, "CIFAR10_URL", source.as_uri())
+    monkeypatch.setattr(cifar10, "URL", source.as_uri())
     target = tmp_path / "raw" / "cifar-10-python.tar.gz"
-    datasets.download_cifar10(target)
+    cifar10.download(target)
     assert target.read_bytes() == source.read_bytes()
     assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
 def test_a_failed_download_says_where_to_put_the_archive(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "CIFAR10_URL", (tmp_path / "nowhere.tar.gz").as_uri())
+    monkeypatch.setattr(cifar10, "URL", (tmp_path / "nowhere.tar.gz").as_uri())
     target = tmp_path / "raw" / "cifar-10-python.tar.gz"
     with pytest.raises(FileNotFoundError, match=rf"download it by hand to {target}.*data.source: synthetic"):
-        datasets.download_cifar10(target)
+        cifar10.download(target)
     assert not target.exists()
     assert not list(tmp_path.rglob("*partial*"))
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from stages import datasets, evaluate, paths, prepare
+from stages import cifar10, evaluate, paths, prepare
 from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, fabricated_cifar, run_stages, write_params
 
@@ -64,7 +64,7 @@ def test_the_whole_chain_in_process(evaluated):
 
 
 def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "CIFAR10_URL", (tmp_path / "offline.tar.gz").as_uri())
+    monkeypatch.setattr(cifar10, "URL", (tmp_path / "offline.tar.gz").as_uri())
     run_stages(prepare)
     before = paths.images("train").read_bytes()
     write_params(workdir, {"data": {"source": "cifar10", "archive": str(tmp_path / "absent.tar.gz")}})
