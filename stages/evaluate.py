@@ -21,11 +21,12 @@ log = logging.getLogger("evaluate")
 CHECK_SAMPLE = 32  # test images also run through the saved model end to end: one batch
 # How far the saved model's own features of raw images may be from the cached ones, as the largest
 # per-image ||difference|| / ||cached||. Both come from the same backbone weights and differ only in
-# how it ran: float32 engines (TensorFlow, XLA, OpenVINO) fuse and order sums differently (measured
-# below 1e-4), bfloat16 keeps 8 bits of mantissa (measured up to 0.0085, DenseNet-121 at 32x32 and
-# 96x96). A changed backbone moves them by far more. The probabilities are then the same head's on
-# nearly the same features: a near-tie may flip its top class, and that is no failure.
-FEATURE_TOLERANCE = {"float32": 1e-3, "mixed": 0.05}
+# how it ran: float32 engines (TensorFlow, XLA, OpenVINO) fuse and order sums differently (within
+# 1e-4 in tests/test_engines.py), a recent GPU may compute float32 convolutions in TensorFlow's
+# TF32 (10 bits of mantissa), bfloat16 keeps 8 bits (largest 0.0085 measured by
+# `python -m benchmarks.precision`). A changed backbone moves them by far more. The probabilities are
+# then the same head's on nearly the same features: a near-tie may flip its top class, and that is no failure.
+FEATURE_TOLERANCE = {"float32": 0.01, "mixed": 0.05}
 
 
 def test_probabilities(model: keras.Model, about: dict, batch_size: int = 64) -> np.ndarray:

@@ -4,10 +4,10 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import ABOVE_CHANCE, dvc
+from tests.conftest import ABOVE_CHANCE, REPRODUCED_GROUP, dvc
 from tests.test_dependencies import stage_code
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
 
 
 def edit_params(repo, section: str, key: str, value) -> None:

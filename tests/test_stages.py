@@ -75,17 +75,17 @@ def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatc
 
 
 def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
-    # bfloat16 keeps 8 bits of mantissa: a relative error of up to 2^-8 in every cached feature.
+    # Twice the largest difference measured between bfloat16 and float32 features (0.0085).
     features = np.load(paths.features("test"))
-    noise = np.random.default_rng(0).uniform(-2 ** -8, 2 ** -8, size=features.shape).astype(np.float32)
+    noise = np.random.default_rng(0).uniform(-2 ** -5, 2 ** -5, size=features.shape).astype(np.float32)
     np.save(paths.features("test"), features * (1 + noise))
     info = json.loads(paths.FEATURES_INFO.read_text())
-    with pytest.raises(ValueError, match="tolerance 0.001 for extract.precision float32"):
+    with pytest.raises(ValueError, match="tolerance 0.01 for extract.precision float32"):
         run_stages(evaluate)  # too much for float32 features
     paths.FEATURES_INFO.write_text(json.dumps({**info, "precision": "mixed"}))
     run_stages(evaluate)
     check = json.loads(paths.METRICS_FILE.read_text())["saved_model_check"]
-    assert 0.001 < check["max_relative_feature_difference"] <= check["tolerance"], check
+    assert 0.01 < check["max_relative_feature_difference"] <= check["tolerance"], check
 
 
 def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
@@ -95,5 +95,5 @@ def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     last_block.set_weights([-weight for weight in last_block.get_weights()])
     model.save(paths.INFERENCE_MODEL)
     with pytest.raises(ValueError, match=r"^evaluate: models/cifar10.keras computes features of raw test images up "
-                                         r"to .* \(tolerance 0.001 for extract.precision float32\)"):
+                                         r"to .* \(tolerance 0.01 for extract.precision float32\)"):
         run_stages(evaluate)
