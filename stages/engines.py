@@ -6,6 +6,7 @@ plain TensorFlow on a GPU, where nothing else has been measured yet.
 """
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -36,17 +37,25 @@ def resolve(engine: str, backbone: str) -> str:
     return "tensorflow" if gpu_available() else BACKBONES[backbone].cpu_engine
 
 
-def use_precision(precision: str, engine: str) -> None:
-    """Set Keras's policy before the model is built; OpenVINO takes its own hint instead."""
-    if precision == "float32":
-        return
-    if not (gpu_available() or cpu_has_bfloat16()):
+@contextmanager
+def precision_policy(precision: str, engine: str):
+    """Keras's dtype policy while the extractor is built (OpenVINO takes its own hint instead).
+
+    Layers keep the policy they were built with; the global one is put back, so a model built
+    later in the same process (train's, evaluate's) stays float32.
+    """
+    if precision == "mixed" and not (gpu_available() or cpu_has_bfloat16()):
         raise ValueError(
             "extract.precision: mixed needs a GPU or a CPU with bfloat16 instructions (AVX512-BF16 or AMX) "
             "and this machine has neither; set it to float32"
         )
-    if engine != "openvino":
+    previous = keras.mixed_precision.global_policy()
+    if precision == "mixed" and engine != "openvino":
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu_available() else "mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def compile_engine(extractor: keras.Model, engine: str, precision: str) -> Engine:

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from stages.cache import first_non_finite_row
-from stages.engines import Engine, compile_engine, gpu_available, resolve, use_precision
+from stages.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
 from stages.models import build_backbone, image_model
 from stages.params import Params
 
@@ -63,11 +63,11 @@ def build_engine(params: Params, image_size: int) -> tuple[Engine, int, dict]:
     """The compiled extractor, its feature width, and what decides its output (recorded beside it)."""
     model, extract = params.model, params.extract
     engine = resolve(extract.engine, model.backbone)
-    use_precision(extract.precision, engine)
     if gpu_available():
         tf.config.experimental.enable_op_determinism()  # a GPU's reductions: same images, same bytes
-    backbone = build_backbone(model.backbone, model.weights, image_size, model.seed)
-    extractor = image_model(model.backbone, backbone, image_size, input_size=image_size)
+    with precision_policy(extract.precision, engine):
+        backbone = build_backbone(model.backbone, model.weights, image_size, model.seed)
+        extractor = image_model(model.backbone, backbone, image_size, input_size=image_size)
     log.info("extracting with %s on the %s engine (%s) at %dx%d",
              model.backbone, engine, extract.precision, image_size, image_size)
     recipe = {"backbone": model.backbone, "weights": model.weights, "seed": model.seed, "image_size": image_size,

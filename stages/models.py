@@ -10,6 +10,7 @@ from filelock import FileLock
 
 from stages.backbones import BACKBONES, Backbone
 
+
 def _construct(spec: Backbone, input_shape, weights) -> keras.Model:
     # No custom name=: Keras derives the ImageNet weight file names from the default one.
     constructor = getattr(keras.applications, spec.application)

@@ -45,7 +45,8 @@ def test_preprocessing_matches_keras(name):
 
 def first_learned_layer_input(backbone: keras.Model) -> keras.Model:
     """What the backbone's first learned layer (its stem) reads, from what the backbone is given."""
-    stem = next(layer for layer in backbone.layers if layer.weights and not isinstance(layer, keras.layers.Normalization))
+    stem = next(layer for layer in backbone.layers
+                if layer.weights and not isinstance(layer, keras.layers.Normalization))
     return keras.Model(backbone.input, stem.input)
 
 

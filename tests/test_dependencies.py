@@ -28,7 +28,7 @@ def module_file(module: str) -> Path:
 
 
 def files_run_by(module: str) -> set[str]:
-    """Every file of the package that `python -m module` executes: its imports, transitively, and the package's __init__."""
+    """Every file of the package that `python -m module` executes: its imports, transitively, and __init__.py."""
     seen, todo = set(), [module]
     while todo:
         current = todo.pop()

@@ -2,12 +2,16 @@
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
 from stages import extract, paths, prepare, shards
+from stages.engines import cpu_has_bfloat16, gpu_available
 from stages.params import load_params
 from tests.conftest import run_module, run_stages, write_params
+
+pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set once
 
 SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 70 images, 5 batches
 
@@ -88,3 +92,16 @@ def test_merging_shards_that_do_not_fit_is_refused(small):
     write_params(small, SMALL)
     shards.merge_shards(load_params(), 2)  # what was refused above, put right, merges
     assert np.load(paths.features("test")).shape == (40, 1024)
+
+
+def test_mixed_precision_applies_to_the_extractor_alone(small):
+    float32 = np.load(paths.features("train"))
+    write_params(small, {**SMALL, "extract": {**SMALL["extract"], "precision": "mixed"}})
+    if not (cpu_has_bfloat16() or gpu_available()):
+        with pytest.raises(ValueError, match="extract.precision: mixed needs a GPU or a CPU with bfloat16"):
+            run_stages(extract)
+        return
+    run_stages(extract)
+    relative = np.abs(np.load(paths.features("train")) - float32).max() / np.abs(float32).max()
+    assert 1e-5 < relative < 0.05, relative  # computed in bfloat16 (or float16), not float32
+    assert keras.mixed_precision.global_policy().name == "float32"  # what train builds next

@@ -12,6 +12,8 @@ from PIL import Image
 from stages import evaluate, extract, predict, prepare, train
 from tests.conftest import REPO, run_stages, write_params
 
+pytestmark = pytest.mark.xdist_group("folder")  # one worker runs the module's fixture once
+
 COLOURS = {"blue": (30, 40, 200), "green": (30, 190, 40), "red": (210, 30, 30)}
 MODES = ["RGB", "L", "RGBA", "P"]  # the image modes people's folders hold
 

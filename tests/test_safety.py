@@ -128,7 +128,8 @@ def test_non_finite_features_are_refused_before_training(extracted, determinism_
 @pytest.mark.parametrize("kernels", ["xla", "deterministic"])
 def test_a_diverging_head_keeps_no_model(extracted, monkeypatch, kernels):
     if kernels == "deterministic":  # the kernels of a GPU, of fine-tuning and of training on images
-        monkeypatch.setattr(train, "make_reproducible", lambda head_alone: tf.config.experimental.enable_op_determinism())
+        monkeypatch.setattr(train, "make_reproducible",
+                            lambda head_alone: tf.config.experimental.enable_op_determinism())
     write_params(extracted, {"train": {"epochs": 2, "learning_rate": 1e30}})
     with pytest.raises(ValueError, match=r"^train: .*lower train.learning_rate \(now 1e\+30\)"):
         train.run(load_params())
