@@ -103,6 +103,10 @@ def extracted(extracted_once, workdir):
     return workdir
 
 
+# Tests that start from the tiny train + evaluate run in one pytest-xdist worker, which makes it once.
+EVALUATED_GROUP = pytest.mark.xdist_group("evaluated")
+
+
 @pytest.fixture(scope="session")
 def evaluated_once(extracted_once, tmp_path_factory):
     """The tiny params' train + evaluate on the shared features, run once."""

@@ -11,12 +11,12 @@ from stages.engines import cpu_has_bfloat16, gpu_available
 from stages.params import load_params
 from tests.conftest import run_module, run_stages, write_params
 
-pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set once
+pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set, once
 
 SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 70 images, 5 batches
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_prepared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("small")
     write_params(folder, SMALL)

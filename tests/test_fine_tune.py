@@ -7,7 +7,7 @@ import pytest
 
 from stages import evaluate, extract, paths, prepare, train
 from stages.models import build_backbone
-from tests.conftest import run_stages, write_params
+from tests.conftest import EVALUATED_GROUP, run_stages, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:
@@ -31,6 +31,7 @@ def test_feature_and_image_paths_reach_the_same_accuracy(extracted):
     assert on_images["saved_model_check"]["compared_with"].startswith("nothing")  # said, not faked
 
 
+@EVALUATED_GROUP
 def test_fine_tuning_off_ignores_the_fine_tuning_knobs(evaluated):
     default = (paths.TRAIN_LOG / "metrics.json").read_text()
     head = keras.models.load_model(paths.INFERENCE_MODEL).get_layer("head").get_weights()

@@ -12,7 +12,7 @@ from PIL import Image
 from stages import evaluate, extract, predict, prepare, train
 from tests.conftest import REPO, run_stages, write_params
 
-pytestmark = pytest.mark.xdist_group("folder")  # one worker runs the module's fixture once
+pytestmark = pytest.mark.xdist_group("folder")  # one worker runs the shared fixture once
 
 COLOURS = {"blue": (30, 40, 200), "green": (30, 190, 40), "red": (210, 30, 30)}
 MODES = ["RGB", "L", "RGBA", "P"]  # the image modes people's folders hold
@@ -44,7 +44,7 @@ class Messages(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folder_run(tmp_path_factory):
     """A three-class folder dataset with one corrupt file, run through every stage once for this module."""
     tmp_path = tmp_path_factory.mktemp("folder")

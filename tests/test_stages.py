@@ -7,7 +7,7 @@ import pytest
 
 from stages import cifar10, evaluate, paths, prepare
 from stages.params import load_params
-from tests.conftest import ABOVE_CHANCE, fabricated_cifar, run_stages, write_params
+from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
 
 
 def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):
@@ -39,6 +39,7 @@ def test_prepare_reads_the_cifar_archive_pixel_exact(workdir):
     np.testing.assert_array_equal(np.load(paths.labels("test")).argmax(1), splits["test_batch"][1])
 
 
+@EVALUATED_GROUP
 def test_the_whole_chain_in_process(evaluated):
     for split, count in {"train": 300, "val": 100, "test": 400}.items():
         features = np.load(paths.features(split))
@@ -76,6 +77,7 @@ def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatc
     assert not list(workdir.glob("data/*.partial"))
 
 
+@EVALUATED_GROUP
 def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
     # Twice the largest difference measured between bfloat16 and float32 features (0.0085).
     features = np.load(paths.features("test"))
@@ -90,6 +92,7 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
     assert 0.01 < check["max_relative_feature_difference"] <= check["tolerance"], check
 
 
+@EVALUATED_GROUP
 def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     model = keras.models.load_model(paths.INFERENCE_MODEL)
     backbone = model.get_layer("densenet121")
