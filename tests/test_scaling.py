@@ -60,7 +60,7 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
     start_workers(repo_copy, jobs=2)
     deadline = time.monotonic() + 900
     while not queue_finished(repo_copy) and time.monotonic() < deadline:
-        time.sleep(5)
+        time.sleep(2)
     status = dvc(repo_copy, "queue", "status")
     assert queue_finished(repo_copy) and "Failed" not in status, status
 
