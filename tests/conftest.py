@@ -63,6 +63,12 @@ def dvc(repo, *args: str) -> str:
     return result.stdout
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first: the two workers then share out the short ones and finish together,
+    instead of one waiting on a long test that happened to come last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def fresh_tensorflow_state():
     """Op determinism and the mixed-precision policy are process-wide: no test inherits another's."""
