@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from stages import extract, paths, prepare, train
+from stages.evaluate import relative_differences, saved_model_features
 from stages.atomic import read_json
 from stages.params import load_params
 
@@ -32,10 +33,6 @@ def write_params(folder: Path, image_size: int, images: int, extract_changes: di
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def relative_differences(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(features - reference, axis=1) / np.linalg.norm(reference, axis=1)
-
-
 def measure(image_size: int, images: int) -> None:
     with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
         write_params(Path(folder), image_size, images, {})
@@ -43,13 +40,12 @@ def measure(image_size: int, images: int) -> None:
         for stage in (prepare, extract, train):
             stage.run(params)
         model = keras.models.load_model(paths.INFERENCE_MODEL)
-        head = model.get_layer(read_json(paths.MODEL_INFO)["head_layer"])
-        test_images = np.load(paths.images("test"))
-        saved_features = keras.Model(model.input, head.input).predict(test_images, verbose=0)
+        head_layer = read_json(paths.MODEL_INFO)["head_layer"]
+        head = model.get_layer(head_layer)
+        saved_features = saved_model_features(model, head_layer, np.load(paths.images("test")))
         for engine in ENGINES:
             write_params(Path(folder), image_size, images, {"engine": engine, "precision": "mixed"})
             extract.run(load_params())
-            keras.mixed_precision.set_global_policy("float32")
             mixed = np.load(paths.features("test"))
             differences = relative_differences(saved_features, mixed)
             probabilities = head.predict(saved_features, verbose=0), head.predict(mixed, verbose=0)

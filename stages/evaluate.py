@@ -29,35 +29,44 @@ CHECK_SAMPLE = 32  # test images also run through the saved model end to end: on
 FEATURE_TOLERANCE = {"float32": 0.01, "mixed": 0.05}
 
 
-def test_probabilities(model: keras.Model, about: dict, batch_size: int = 64) -> np.ndarray:
-    """From cached features through the head when they still describe the model; otherwise the whole model on images."""
-    if about["matches_cached_features"]:
-        head = model.get_layer(about["head_layer"])
-        return head.predict(load_features("test"), batch_size=batch_size, verbose=0)
+def test_probabilities(model: keras.Model, about: dict, cached: np.ndarray | None, batch_size: int = 64) -> np.ndarray:
+    """From the cached features through the head when they still describe the model; otherwise the whole
+    model on images."""
+    if cached is not None:
+        return model.get_layer(about["head_layer"]).predict(cached, batch_size=batch_size, verbose=0)
     images = np.load(paths.images("test"), mmap_mode="r")
     starts = tqdm(range(0, len(images), batch_size), desc="evaluate test images", unit="batch", disable=None)
     return np.concatenate([model.predict_on_batch(images[start:start + batch_size]) for start in starts])
 
 
-def check_saved_model(model: keras.Model, about: dict, probabilities: np.ndarray) -> dict:
+def saved_model_features(model: keras.Model, head_layer: str, images: np.ndarray) -> np.ndarray:
+    """What the saved model's backbone makes of raw images: the input of its head."""
+    return keras.Model(model.input, model.get_layer(head_layer).input).predict(images, verbose=0)
+
+
+def relative_differences(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per row, ||features - reference|| / ||reference||."""
+    return (np.linalg.norm(features - reference, axis=1) /
+            np.maximum(np.linalg.norm(reference, axis=1), np.finfo(np.float32).tiny))
+
+
+def check_saved_model(model: keras.Model, about: dict, cached: np.ndarray | None, probabilities: np.ndarray) -> dict:
     """The saved model on raw uint8 images must compute the features the pipeline measured with.
 
     Those are two independent paths through the backbone (extract's engine, and the saved model). When
     the model was fine-tuned or trained on images, the measurement already ran the saved model itself,
     and there is nothing independent to compare with: the result says so.
     """
-    if not about["matches_cached_features"]:
+    if cached is None:
         log.info("saved-model check: none possible, the test split already ran through the saved model")
         return {"compared_with": "nothing: the test split ran through the saved model itself"}
     precision = read_json(paths.FEATURES_INFO)["precision"]
     tolerance = FEATURE_TOLERANCE[precision]
-    head = model.get_layer(about["head_layer"])
     sample = np.asarray(np.load(paths.images("test"), mmap_mode="r")[:CHECK_SAMPLE])
-    own_features = keras.Model(model.input, head.input).predict(sample, verbose=0)
-    cached = load_features("test")[:len(sample)]
-    difference = float(np.max(np.linalg.norm(own_features - cached, axis=1) /
-                              np.maximum(np.linalg.norm(cached, axis=1), np.finfo(np.float32).tiny)))
-    flipped = int(np.sum(head.predict(own_features, verbose=0).argmax(1) != probabilities[:len(sample)].argmax(1)))
+    own_features = saved_model_features(model, about["head_layer"], sample)
+    difference = float(relative_differences(own_features, cached[:len(sample)]).max())
+    own_probabilities = model.get_layer(about["head_layer"]).predict(own_features, verbose=0)
+    flipped = int(np.sum(own_probabilities.argmax(1) != probabilities[:len(sample)].argmax(1)))
     log.info("saved-model check: features of %d raw images within %.2g of the cached ones (tolerance %g), "
              "%d top classes flipped", len(sample), difference, tolerance, flipped)
     if not difference <= tolerance:
@@ -114,7 +123,9 @@ def run(params: Params) -> None:
     classes, about = read_json(paths.PREPARED_INFO)["classes"], read_json(paths.MODEL_INFO)
     model = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True)
     one_hot = np.load(paths.labels("test")).astype(np.float32)
-    probabilities = test_probabilities(model, about)
+    # Read once, for the measurement and for the check against the saved model.
+    cached = load_features("test") if about["matches_cached_features"] else None
+    probabilities = test_probabilities(model, about, cached)
     actual, predicted = one_hot.argmax(1), probabilities.argmax(1)
     loss = float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(one_hot, probabilities))))
     report = classification_report(actual, predicted, labels=range(len(classes)), target_names=classes,
@@ -123,7 +134,7 @@ def run(params: Params) -> None:
         "accuracy": float(np.mean(actual == predicted)),
         "loss": loss,
         "macro_f1": report["macro avg"]["f1-score"],
-        "saved_model_check": check_saved_model(model, about, probabilities),
+        "saved_model_check": check_saved_model(model, about, cached, probabilities),
     }
     per_class = {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
                  for name in classes}

@@ -132,15 +132,8 @@ def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
 
 
 def require_finite_weights(model: keras.Model, fix: str) -> None:
-    """Refuse a model with a NaN or infinite weight, naming the first such layer; `fix` says what to do."""
-    for layer in _weighted_layers(model):
-        if not all(np.isfinite(keras.ops.convert_to_numpy(weight)).all() for weight in layer.weights):
-            raise ValueError(f"train: layer {layer.name!r} holds non-finite weights (NaN or infinity); {fix}")
-
-
-def _weighted_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer
+    """Refuse a model with a NaN or infinite weight, naming the first such one (its path names the
+    layer); `fix` says what to do."""
+    for weight in model.weights:  # nested models' weights included
+        if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+            raise ValueError(f"train: weight {weight.path!r} holds non-finite values (NaN or infinity); {fix}")
