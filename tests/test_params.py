@@ -58,8 +58,38 @@ def test_a_missing_key_is_named():
         parse_params(raw)
 
 
-def test_yaml_exponents_without_a_dot_are_numbers():
-    assert parse({"train": {"learning_rate": "1e-4"}}).train.learning_rate == pytest.approx(1e-4)
+def test_exponents_without_a_dot_are_numbers_and_quoted_numbers_are_strings(tmp_path):
+    params = write_params(tmp_path, {})
+    text = (tmp_path / "params.yaml").read_text()
+    rate = f"learning_rate: {params['train']['learning_rate']}"
+    (tmp_path / "params.yaml").write_text(text.replace(rate, "learning_rate: 1e-4"))
+    assert load_params(tmp_path / "params.yaml").train.learning_rate == pytest.approx(1e-4)  # as DVC reads it
+    for quoted in ('"1e-4"', '"  1_0 "'):
+        (tmp_path / "params.yaml").write_text(text.replace(rate, f"learning_rate: {quoted}"))
+        with pytest.raises(ParamsError, match=r"^train\.learning_rate: .* is not a number$"):
+            load_params(tmp_path / "params.yaml")
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path):
+    write_params(tmp_path, {"train": {"epochs": 2}})
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("  epochs: 2\n", "  epochs: 2\n  epochs: 5\n"))
+    with pytest.raises(ParamsError, match=r"^train\.epochs: given twice in .*params.yaml \(lines \d+ and \d+\); keep"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.seed", -1, "data.seed: -1 is below the minimum 0"),
+    ("train.seed", 2**32, f"train.seed: {2**32} is above the maximum {2**32 - 1}"),
+    ("extract.batch_size", 100_000_000, "extract.batch_size: 100000000 is above the maximum 1024"),
+    ("model.head_units", 10**10, "model.head_units: 10000000000 is above the maximum 8192"),
+    ("data.image_size", 100_000, "data.image_size: 100000 is above the maximum 1024"),
+])
+def test_values_out_of_range_are_named(key, value, message):
+    section, name = key.split(".")
+    with pytest.raises(ParamsError) as error:
+        parse({section: {name: value}})
+    assert str(error.value) == message
 
 
 def test_a_weights_file_under_weights_is_accepted_and_one_elsewhere_is_not(tmp_path, monkeypatch):

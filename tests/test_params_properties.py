@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.backbones import BACKBONES
-from stages.params import ENGINES, PRECISIONS, SOURCES, ParamsError, parse_params
+from stages.params import (ENGINES, MAX_BATCH_SIZE, MAX_HEAD_UNITS, MAX_IMAGE_SIZE, MAX_SEED, PRECISIONS, SOURCES,
+                           ParamsError, parse_params)
 from tests.conftest import TINY, merged, repo_params
 
 BASE = merged(repo_params(), TINY)  # limit 400, val_size 100, image_size 32
@@ -18,22 +19,22 @@ VALID = {
     "data.archive": text,
     "data.path": text,
     "data.verify": st.booleans(),
-    "data.image_size": integers(32, 1024),
+    "data.image_size": integers(32, MAX_IMAGE_SIZE),
     "data.val_size": integers(10, 390),
     "data.limit": st.one_of(st.none(), integers(110, 10**6)),
-    "data.seed": integers(0, 2**32),
+    "data.seed": integers(0, MAX_SEED),
     "model.backbone": st.sampled_from(sorted(BACKBONES)),
     "model.weights": st.sampled_from(["imagenet", "none"]),
-    "model.head_units": integers(1, 4096),
-    "model.seed": integers(0, 2**32),
+    "model.head_units": integers(1, MAX_HEAD_UNITS),
+    "model.seed": integers(0, MAX_SEED),
     "extract.enabled": st.booleans(),
-    "extract.batch_size": integers(1, 4096),
+    "extract.batch_size": integers(1, MAX_BATCH_SIZE),
     "extract.engine": st.sampled_from(ENGINES),
     "extract.precision": st.just("float32"),  # "mixed" also depends on the machine
     "train.epochs": integers(1, 1000),
-    "train.batch_size": integers(1, 4096),
+    "train.batch_size": integers(1, MAX_BATCH_SIZE),
     "train.learning_rate": st.floats(1e-9, 10),
-    "train.seed": integers(0, 2**32),
+    "train.seed": integers(0, MAX_SEED),
     "train.fine_tune_layers": integers(0, 1000),
     "train.fine_tune_epochs": integers(0, 1000),
     "train.fine_tune_learning_rate": st.floats(1e-12, 1),
@@ -45,36 +46,28 @@ INVALID = {
     "data.path": st.one_of(integers(), st.booleans(), st.none()),
     "data.archive": st.one_of(integers(), st.booleans(), st.none()),
     "data.verify": not_bool,
-    "data.image_size": st.one_of(integers(max_value=31), not_int),
+    "data.image_size": st.one_of(integers(max_value=31), integers(MAX_IMAGE_SIZE + 1), not_int),
     "data.val_size": st.one_of(integers(max_value=9), integers(391, 10**6), not_int),
     "data.limit": st.one_of(integers(max_value=19), not_int),
-    "data.seed": not_int,
+    "data.seed": st.one_of(integers(max_value=-1), integers(MAX_SEED + 1), not_int),
     "model.backbone": st.one_of(text.filter(lambda s: s not in BACKBONES), integers()),
     "model.weights": text.filter(lambda s: s not in ("imagenet", "none")).map(lambda s: f"no/such/{s}.weights.h5"),
-    "model.head_units": st.one_of(integers(max_value=0), not_int),
-    "model.seed": not_int,
+    "model.head_units": st.one_of(integers(max_value=0), integers(MAX_HEAD_UNITS + 1), not_int),
+    "model.seed": st.one_of(integers(max_value=-1), integers(MAX_SEED + 1), not_int),
     "extract.enabled": not_bool,
-    "extract.batch_size": st.one_of(integers(max_value=0), not_int),
+    "extract.batch_size": st.one_of(integers(max_value=0), integers(MAX_BATCH_SIZE + 1), not_int),
     "extract.engine": st.one_of(text.filter(lambda s: s not in ENGINES), integers()),
     "extract.precision": st.one_of(text.filter(lambda s: s not in PRECISIONS), integers()),
     "train.epochs": st.one_of(integers(max_value=0), not_int),
-    "train.batch_size": st.one_of(integers(max_value=0), not_int),
+    "train.batch_size": st.one_of(integers(max_value=0), integers(MAX_BATCH_SIZE + 1), not_int),
     "train.learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.just(math.nan),
-                                     text.filter(lambda s: not _is_number(s)), st.booleans()),
-    "train.seed": not_int,
+                                     text, st.booleans()),  # a number in quotes is a string, too
+    "train.seed": st.one_of(integers(max_value=-1), integers(MAX_SEED + 1), not_int),
     "train.fine_tune_layers": st.one_of(integers(max_value=-1), not_int),
     "train.fine_tune_epochs": st.one_of(integers(max_value=-1), not_int),
-    "train.fine_tune_learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.booleans()),
+    "train.fine_tune_learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.booleans(), text),
     "train.augment": not_bool,
 }
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-        return True
-    except ValueError:
-        return False
 
 
 def edited(edits: dict) -> dict:
