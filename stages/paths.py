@@ -20,8 +20,14 @@ def classes_beside(model: Path) -> Path:
     return model.with_name(f"{model.stem}.classes.json")
 
 
+def info_beside(model: Path) -> Path:
+    """train's record of a model set: the head's layer, whether the cached features still fit, and the
+    hash of every file of the set, so that a set mixed by an interrupted run is noticed."""
+    return model.with_name(f"{model.stem}.info.json")
+
+
 CLASSES = classes_beside(INFERENCE_MODEL)
-MODEL_INFO = MODELS / "cifar10.info.json"  # train's word to evaluate: the head's layer, and whether features still fit
+MODEL_INFO = info_beside(INFERENCE_MODEL)
 
 METRICS = Path("metrics")
 TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves
@@ -30,6 +36,11 @@ PER_CLASS = METRICS / "per_class.json"
 CONFUSION = METRICS / "confusion.json"
 CONFUSION_PNG = METRICS / "confusion_matrix.png"
 MISTAKES_PNG = METRICS / "mistakes.png"
+
+
+def printable(path) -> str:
+    """A path as messages show it: control characters escaped, so that a file name cannot forge a log line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def info(root: Path) -> Path:

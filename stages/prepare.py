@@ -1,5 +1,6 @@
 """Stage 1: cache the images resized to data.image_size (uint8) with one-hot labels, per split."""
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from stages import paths
 from stages.atomic import atomic_directory, write_json
 from stages.cli import run_stage
 from stages import cifar10
-from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, synthetic_split
+from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, read_image, synthetic_split
 from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
 
 log = logging.getLogger("prepare")
@@ -63,11 +64,12 @@ def limit_split(split: Split, limit: int | None, seed: int) -> Split:
     return stratified_split(split, limit, seed, key="data.limit")[1]
 
 
-def same_size_batches(chunk: np.ndarray | ImageFiles) -> list[np.ndarray]:
-    """An array chunk is one batch; files may differ in size, so each is a batch of one."""
+def same_size_batches(chunk: np.ndarray | ImageFiles) -> Iterator[np.ndarray]:
+    """An array chunk is one batch; files may differ in size, so each is a batch of one, decoded only
+    when its turn comes (one large image in memory at a time)."""
     if isinstance(chunk, ImageFiles):
-        return [image[None] for image in chunk.decode()]
-    return [chunk]
+        return (read_image(path)[None] for path in chunk.paths)
+    return iter([chunk])
 
 
 def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> None:

@@ -1,0 +1,98 @@
+"""Image files are read as people see them, and a folder's images are chosen by one rule everywhere."""
+import logging
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import predict
+from stages.datasets import MAX_PIXELS, image_files, read_folder, read_image
+
+
+def test_a_16_bit_gradient_keeps_its_order_and_range(tmp_path):
+    levels = np.arange(0, 65536, 64, dtype=np.uint16).reshape(32, 32)
+    Image.fromarray(levels).save(tmp_path / "gradient.png")
+    with Image.open(tmp_path / "gradient.png") as image:
+        assert image.mode in ("I;16", "I")  # stored as 16-bit levels
+    gray = read_image(tmp_path / "gradient.png")[..., 0].ravel().astype(int)
+    assert gray.min() == 0 and gray.max() == 255
+    assert np.all(np.diff(gray) >= 0)  # the order of the levels is kept
+    assert np.abs(gray - np.arange(1024) * 64 / 257).max() <= 1  # and their proportions
+
+
+def test_the_exif_orientation_is_applied(tmp_path):
+    """A phone portrait is stored sideways with orientation 6: viewers turn it 90 degrees clockwise."""
+    stored = np.zeros((20, 40, 3), np.uint8)  # wide as stored: red left half, blue right half
+    stored[:, :20, 0] = 255
+    stored[:, 20:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "portrait.png", exif=exif)
+    shown = read_image(tmp_path / "portrait.png")
+    assert shown.shape == (40, 20, 3)  # tall, as viewers show it
+    assert shown[:20, :, 0].min() == 255 and shown[20:, :, 2].min() == 255  # the left half is now on top
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1-bit grayscale PNG header claiming width x height, and a few bytes of data: the file is tiny."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    data = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [13_000, 60_000])  # PIL itself warns about the first and refuses the second
+def test_a_file_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, side):
+    (tmp_path / "bomb.png").write_bytes(png_claiming(side, side))
+    limit = "more than the 33,554,432 pixels an image may have here; shrink it"
+    with pytest.raises(ValueError, match=rf"^cannot read image .*bomb.png: .* {limit}$"):
+        read_image(tmp_path / "bomb.png")
+
+
+def test_a_large_jpeg_is_decoded_reduced(tmp_path):
+    Image.new("RGB", (8192, 8192), (200, 30, 30)).save(tmp_path / "large.jpg", quality=50)
+    pixels = read_image(tmp_path / "large.jpg")
+    assert pixels.shape[0] * pixels.shape[1] <= MAX_PIXELS < 8192 * 8192
+    assert np.abs(pixels.mean(axis=(0, 1)) - (200, 30, 30)).max() < 5
+
+
+def write_png(path, colour=(200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), colour, np.uint8)).save(path, format="PNG")
+
+
+def test_the_folder_rule_is_one_and_the_same_for_datasets_and_predict(tmp_path, caplog):
+    folder = tmp_path / "train" / "red"
+    for name in ("a.png", "B.PNG", "nested/c.png", "d.jpeg"):
+        write_png(folder / name)
+    write_png(folder / "notes.txt")  # a PNG by content, but not named as an image
+    write_png(folder / ".hidden.png")
+    write_png(folder / ".cache" / "e.png")
+    os.mkfifo(folder / "fifo.png")  # opening it would wait forever
+    expected = [folder / name for name in ("B.PNG", "a.png", "d.jpeg", "nested/c.png")]
+    with caplog.at_level(logging.WARNING):
+        assert image_files(folder) == expected
+    assert f"skipping {folder / 'fifo.png'}: not a regular file" in caplog.text
+    assert predict.image_paths([str(folder)]) == expected
+    write_png(tmp_path / "train" / "blue" / "f.png", (30, 30, 200))
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # not a class
+    train, _, classes, skipped = read_folder(tmp_path)
+    assert classes == ("blue", "red") and list(train.images.paths) == [tmp_path / "train/blue/f.png", *expected]
+    assert skipped == [str(folder / "fifo.png")]
+
+
+def test_a_file_name_cannot_forge_a_log_line(tmp_path, caplog):
+    for name in ("a.png", "b.png"):
+        write_png(tmp_path / "train" / name[0] / name)
+    forged = tmp_path / "train" / "a" / "x\nerror: forged line.png"
+    forged.write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING):
+        _, _, _, skipped = read_folder(tmp_path)
+    assert skipped == [str(forged)]
+    assert "x\\nerror: forged line.png" in caplog.text
+    assert not any(line.startswith("error:") for record in caplog.records for line in record.getMessage().splitlines())
