@@ -1,9 +1,49 @@
-"""Outputs appear whole or not at all: write beside the target, rename on success."""
+"""Outputs appear whole or not at all: write beside the target, rename on success; one writer at a time."""
+import hashlib
 import json
+import logging
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger("atomic")
+
+
+@contextmanager
+def exclusive(output: Path):
+    """Hold `output`'s lock (a hidden file beside it) for the block: a second run writing the same output
+    waits for the first. The system releases the lock when its process ends, however it ends."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(output.with_name(f".{output.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another run that is writing %s", output)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -13,26 +53,29 @@ def atomic_directory(path: Path):
     The old output is renamed aside before the new one is renamed in, and deleted only then: a kill at
     any moment leaves the old output or the new one, and the next call puts back an old one left aside.
     """
-    partial, previous = path.with_name(path.name + ".partial"), path.with_name(path.name + ".previous")
-    if previous.exists() and not path.exists():
-        os.replace(previous, path)
-    shutil.rmtree(previous, ignore_errors=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        if error.filename is None:  # numpy's writes name no file: name the output
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if path.exists():
-        os.replace(path, previous)
-    os.replace(partial, path)
-    shutil.rmtree(previous, ignore_errors=True)
+    with exclusive(path):
+        previous = path.with_name(path.name + ".previous")
+        if previous.exists() and not path.exists():
+            os.replace(previous, path)
+        shutil.rmtree(previous, ignore_errors=True)
+        for stale in path.parent.glob(f"{path.name}.*partial"):  # left by killed runs: none is running now
+            _remove(stale)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.mkdir()
+        try:
+            yield partial
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            if error.filename is None:  # numpy's writes name no file: name the output
+                raise OSError(error.errno, error.strerror, str(path)) from error
+            raise
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if path.exists():
+            os.replace(path, previous)
+        os.replace(partial, path)
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 @contextmanager
@@ -43,6 +86,10 @@ def atomic_file(path: Path):
     archive) each write their own and the last rename wins, never a mix of both.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for other in path.parent.glob(f".{path.stem}.*.partial{path.suffix}"):
+        pid = other.name[len(path.stem) + 2:-len(f".partial{path.suffix}")]
+        if not pid.isdigit() or _process_is_gone(int(pid)):  # left by a killed run
+            _remove(other)
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         yield partial
@@ -59,3 +106,11 @@ def write_json(path: Path, data) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,6 @@
 
 Its batches are pickles and the archive a tarball: both are read as untrusted input.
 """
-import hashlib
 import io
 import logging
 import pickle
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import atomic_file
+from stages.atomic import atomic_file, sha256_of
 from stages.datasets import Split
 
 log = logging.getLogger("cifar10")
@@ -41,14 +40,6 @@ class _BatchUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(archive: Path) -> None:

@@ -8,8 +8,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 from tqdm import tqdm
 
 from stages import paths
-from stages.atomic import atomic_file, read_json, write_json
+from stages.atomic import atomic_file, exclusive, read_json, write_json
 from stages.cache import load_features
+from stages.classifier import load_classifier
 from stages.cli import run_stage
 from stages.params import Params
 
@@ -120,8 +121,15 @@ def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[s
 
 
 def run(params: Params) -> None:
-    classes, about = read_json(paths.PREPARED_INFO)["classes"], read_json(paths.MODEL_INFO)
-    model = keras.models.load_model(paths.INFERENCE_MODEL, safe_mode=True)
+    with exclusive(paths.METRICS):  # one evaluate at a time writes metrics/
+        evaluate()
+
+
+def evaluate() -> None:
+    classes = read_json(paths.PREPARED_INFO)["classes"]
+    model, _, about = load_classifier(paths.INFERENCE_MODEL)
+    if not about:
+        raise FileNotFoundError(f"no {paths.MODEL_INFO} beside the model; run `dvc repro train`")
     one_hot = np.load(paths.labels("test")).astype(np.float32)
     # Read once, for the measurement and for the check against the saved model.
     cached = load_features("test") if about["matches_cached_features"] else None

@@ -26,8 +26,12 @@ def _imagenet_weights(name: str, spec: Backbone) -> list[np.ndarray]:
     Keras downloads straight into its cache, so concurrent experiments take turns behind a lock:
     the first fetches, the others find the finished file.
     """
-    where = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-    where.mkdir(parents=True, exist_ok=True)
+    where = Path(os.environ["KERAS_HOME"]) / "models"  # set by stages/__init__.py
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot create the ImageNet weights cache {where} ({error.strerror}); set "
+                                   f"KERAS_HOME to a writable folder, or model.weights to a local file") from None
     try:
         with FileLock(where / f".{name}.lock"):
             reference = _construct(spec, None, "imagenet")

@@ -5,49 +5,51 @@
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from stages import paths
-from stages.atomic import read_json
 from stages.cli import one_line_errors
-from stages.datasets import IMAGE_SUFFIXES, read_image
+from stages.classifier import load_classifier
+from stages.datasets import image_files, read_image
+from stages.paths import printable
 
 
 def image_paths(arguments: list[str]) -> list[Path]:
-    """Files as given; folders expand to the image files inside them, sorted."""
+    """Files as given; folders expand to the image files in them and their sub-folders, as for a folder dataset."""
     found = []
     for argument in map(Path, arguments):
         if argument.is_dir():
-            found += sorted(p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += image_files(argument)
         elif argument.exists():
             found.append(argument)
         else:
-            raise FileNotFoundError(f"no image at {argument}")
+            raise FileNotFoundError(f"no image at {printable(argument)}")
     if not found:
-        raise FileNotFoundError(f"no image files in {', '.join(arguments)}")
+        raise FileNotFoundError(f"no image files in {printable(', '.join(arguments))}")
     return found
 
 
-def load_classifier(model_path: Path) -> tuple[keras.Model, list[str]]:
-    if not model_path.is_file():
-        raise FileNotFoundError(f"no model at {model_path}; run `dvc repro` first, or pass --model PATH")
-    classes_path = paths.classes_beside(model_path)
-    if not classes_path.is_file():
-        raise FileNotFoundError(f"no class names at {classes_path}; they are saved beside the model by the train stage")
-    return keras.models.load_model(model_path, safe_mode=True), read_json(classes_path)
+def classify(model: keras.Model, classes: list[str], path: Path, top_k: int) -> dict:
+    if not path.is_file():  # a FIFO or a device: opening it could wait forever
+        raise ValueError(f"cannot read image {printable(path)}: not a regular file")
+    # One image at a time: the model resizes each to its own input size.
+    probabilities = model.predict(read_image(path)[None], verbose=0)[0]
+    best = np.argsort(-probabilities)[:top_k]
+    return {"image": str(path), "top": [{"class": classes[i], "probability": float(probabilities[i])} for i in best]}
 
 
 def predict(model: keras.Model, classes: list[str], images: list[Path], top_k: int) -> list[dict]:
+    """A result per image; an image that cannot be read gets an error in place of classes, and the rest go on."""
     results = []
     for path in images:
-        # One image at a time: the model resizes each to its own input size.
-        probabilities = model.predict(read_image(path)[None], verbose=0)[0]
-        best = np.argsort(-probabilities)[:top_k]
-        results.append({"image": str(path),
-                        "top": [{"class": classes[i], "probability": float(probabilities[i])} for i in best]})
+        try:
+            results.append(classify(model, classes, path, top_k))
+        except ValueError as error:
+            results.append({"image": str(path), "error": str(error)})
     return results
 
 
@@ -60,14 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with one_line_errors():
-        model, classes = load_classifier(args.model)
+        model, classes, _ = load_classifier(args.model)
         results = predict(model, classes, image_paths(args.images), max(1, args.top_k))
     if args.json:
         print(json.dumps(results, indent=2))
-        return
     for result in results:
-        ranked = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
-        print(f"{result['image']}: {ranked}")
+        if "error" in result:
+            print(f"error: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            ranked = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
+            print(f"{printable(result['image'])}: {ranked}")
+    if any("error" in result for result in results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from dvclive import Live
 from dvclive.utils import standardize_metric_name
 
 from stages import paths
-from stages.atomic import atomic_file, read_json, write_json
+from stages.atomic import exclusive, read_json
 from stages.batches import Batches, EpochOrder, split_batches
+from stages.classifier import save_classifier
 from stages.cli import run_stage
 from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
 from stages.params import Params
@@ -68,17 +69,6 @@ def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, tr
         )
 
 
-def save_model(model: keras.Model, classes: list[str], about: dict) -> None:
-    """The whole classifier as .keras and as the seed's .h5, its class names and what evaluate needs to
-    know of it; each written aside, then renamed."""
-    for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
-        with atomic_file(path) as partial:
-            model.save(partial)
-    write_json(paths.CLASSES, classes)
-    write_json(paths.MODEL_INFO, about)
-    log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
-
-
 def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: int, live: Live) -> None:
     """Unfreeze the backbone's top layers and train them, with the head, on images."""
     train = params.train
@@ -92,8 +82,9 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
 
 
 def run(params: Params) -> None:
-    # Variables made in the strategy's scope are mirrored on every GPU; one device otherwise.
-    with choose_strategy().scope():
+    # One train at a time writes models/ (and metrics/train); variables made in the strategy's scope are
+    # mirrored on every GPU, one device otherwise.
+    with exclusive(paths.MODELS), choose_strategy().scope():
         train_and_save(params)
 
 
@@ -121,8 +112,9 @@ def train_and_save(params: Params) -> None:
     compile_for_training(classifier, train.learning_rate)
     classifier.optimizer.build(classifier.trainable_variables)
     # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
-    save_model(classifier, classes, {"head_layer": head.name,
-                                     "matches_cached_features": use_features and not train.fine_tune_layers})
+    save_classifier(classifier, classes, {"head_layer": head.name,
+                                          "matches_cached_features": use_features and not train.fine_tune_layers})
+    log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
 
 def main() -> None:

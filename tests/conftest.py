@@ -144,12 +144,25 @@ def run_stages(*stages):
     return params
 
 
-def run_module(module: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def run_module(module: str, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m module` as a user would, from `cwd`, with the repo importable."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY}
     env.pop("PIPELINE_DEBUG", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def predict_in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """stages.predict's main(), as the command runs it; its exit status, stdout and stderr."""
+    from stages import predict
+
+    try:
+        predict.main(list(argv))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    output = capsys.readouterr()
+    return status, output.out, output.err
 
 
 def cifar_batch(images: np.ndarray, labels) -> bytes:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages import evaluate, extract, predict, prepare, train
-from tests.conftest import REPO, run_stages, write_params
+from stages import evaluate, extract, prepare, train
+from tests.conftest import REPO, predict_in_process, run_stages, write_params
 
 pytestmark = pytest.mark.xdist_group("folder")  # one worker runs the shared fixture once
 
@@ -90,17 +90,6 @@ def test_a_folder_dataset_runs_end_to_end(folder_run):
             picture.verify()
         with Image.open(repo / "metrics" / name) as picture:
             assert picture.format == "PNG" and min(picture.size) >= 200
-
-
-def predict_in_process(capsys, *argv: str) -> tuple[int, str, str]:
-    """stages.predict's main(), as the command runs it; its exit status, stdout and stderr."""
-    try:
-        predict.main(list(argv))
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    output = capsys.readouterr()
-    return status, output.out, output.err
 
 
 def test_predict_names_the_class_of_new_images(folder_run, tmp_path, monkeypatch, capsys):

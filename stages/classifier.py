@@ -1,0 +1,90 @@
+"""The trained classifier as a set of files that change together: the model (.keras, and the seed's .h5),
+its class names, and train's record of them, which holds every file's hash and is written last.
+
+A run interrupted between two renames leaves files of two runs side by side; the hashes say so, and
+evaluate and predict refuse such a set instead of pairing a new model with old class names.
+"""
+import re
+import zipfile
+from pathlib import Path
+
+import keras
+
+from stages import paths
+from stages.atomic import atomic_file, read_json, sha256_of, write_json
+
+
+def save_classifier(model: keras.Model, classes: list[str], about: dict) -> None:
+    """Each file written aside and renamed into place; the record with their hashes last."""
+    for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
+        with atomic_file(path) as partial:
+            model.save(partial)
+    write_json(paths.CLASSES, classes)
+    files = {path.name: sha256_of(path) for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)}
+    write_json(paths.MODEL_INFO, {**about, "files": files})
+
+
+def read_record(model_path: Path) -> dict:
+    """train's record beside a model, after checking that every file it lists that is there is the one it
+    wrote; {} for a model saved elsewhere, without one."""
+    record_path = paths.info_beside(model_path)
+    if not record_path.is_file():
+        return {}
+    record = read_json(record_path)
+    for name, expected in record.get("files", {}).items():
+        path = record_path.with_name(name)
+        if path.is_file() and sha256_of(path) != expected:
+            raise ValueError(f"{paths.printable(path)} is not the file {paths.printable(record_path)} records: "
+                             f"the set comes from two train runs (one was interrupted); run `dvc repro train`")
+    return record
+
+
+def load_model(path: Path) -> keras.Model:
+    """keras.models.load_model in safe mode; a file it cannot read or refuses is one ValueError."""
+    shown = paths.printable(path)
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"{shown} is not a .keras file (a zip archive); it is damaged or truncated, save it again")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises TypeError, ValueError or OSError, depending on what is wrong
+        raise ValueError(f"{shown} was refused: not a plain Keras model of this pipeline ({_reason(error)})"
+                         ) from error
+
+
+def _reason(error: Exception) -> str:
+    """What Keras found, in a few words: the name it would not load, when there is one."""
+    text = str(error)
+    unknown = re.search(r"Could not locate (class|function) '([^']{1,100})'", text)
+    if unknown:
+        return f"it names {unknown.group(2)!r}, which is not a Keras {unknown.group(1)}"
+    return paths.printable(text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__)
+
+
+def _class_names(path: Path) -> list[str]:
+    try:
+        classes = read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{paths.printable(path)} is not JSON ({error})") from None
+    if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
+        raise ValueError(f"{paths.printable(path)} must hold a JSON list of class names")
+    return classes
+
+
+def load_classifier(model_path: Path) -> tuple[keras.Model, list[str], dict]:
+    """A saved classifier, its class names and train's record of it, checked against one another."""
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no model at {paths.printable(model_path)}; run `dvc repro` first, "
+                                f"or pass --model PATH")
+    classes_path = paths.classes_beside(model_path)
+    if not classes_path.is_file():
+        raise FileNotFoundError(f"no class names at {paths.printable(classes_path)}; they are saved beside the "
+                                f"model by the train stage")
+    record = read_record(model_path)
+    classes = _class_names(classes_path)
+    model = load_model(model_path)
+    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if outputs != len(classes):
+        raise ValueError(f"{paths.printable(classes_path)} names {len(classes)} classes but "
+                         f"{paths.printable(model_path)} has {outputs} outputs; keep the class names saved with "
+                         f"the model beside it")
+    return model, classes, record

@@ -1,0 +1,120 @@
+"""stages.predict on hostile files: every good image gets its answer, every bad one a line, nothing hangs."""
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import paths
+from stages.classifier import load_classifier, save_classifier
+from tests.conftest import predict_in_process, run_module
+from tests.test_images import png_claiming
+
+CLASSES = ["red", "green", "blue"]
+
+
+def tiny_classifier(seed: int = 0) -> keras.Model:
+    """Raw images of any size in, three probabilities out: the interface of the trained classifier."""
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Resizing(8, 8)(images))
+    return keras.Model(images, keras.layers.Dense(len(CLASSES), activation="softmax", name="head")(pooled))
+
+
+@pytest.fixture
+def saved(tmp_path, monkeypatch):
+    """A classifier saved as train saves one, in tmp_path/models."""
+    monkeypatch.chdir(tmp_path)
+    save_classifier(tiny_classifier(), CLASSES, {"head_layer": "head", "matches_cached_features": False})
+    return tmp_path
+
+
+def test_bad_files_among_good_ones_each_get_a_line_and_nothing_hangs(saved):
+    folder = saved / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((12, 12, 3), 200, np.uint8)).save(folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    (folder / "c.png").write_bytes(png_claiming(60_000, 60_000))
+    (folder / "d\nerror: forged line.png").write_bytes(b"not an image")
+    Image.fromarray(np.full((12, 12, 3), 20, np.uint8)).save(folder / "e.png")
+    result = run_module("stages.predict", saved, str(folder), str(folder / "b.png"), "--json", timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    answers = {entry["image"]: entry for entry in json.loads(result.stdout)}
+    assert [path for path, entry in answers.items() if "top" in entry] == [str(folder / "a.png"), str(folder / "e.png")]
+    assert str(folder / "c.png") in answers and "error" in answers[str(folder / "c.png")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, result.stderr  # c.png, d...png, and b.png named explicitly
+    assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
+    assert f"skipping {folder / 'b.png'}: not a regular file" in result.stderr
+    assert any(line.startswith(f"error: cannot read image {folder / 'b.png'}: not a regular file") for line in errors)
+
+
+def model_elsewhere(folder, classes=CLASSES):
+    """A classifier saved outside models/, with its class names beside it and no record of train's."""
+    model_path = folder / "elsewhere" / "classifier.keras"
+    model_path.parent.mkdir()
+    tiny_classifier().save(model_path)
+    paths.classes_beside(model_path).write_text(json.dumps(classes))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "image.png")
+    return model_path
+
+
+def test_class_names_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
+    model_path = model_elsewhere(tmp_path, CLASSES[:2])
+    status, _, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--model", str(model_path))
+    assert status == 1
+    assert error.strip() == (f"error: {paths.classes_beside(model_path)} names 2 classes but {model_path} has 3 "
+                             f"outputs; keep the class names saved with the model beside it")
+
+
+def with_config(model_path, old: str, new: str) -> None:
+    """Rewrite a .keras file's config.json, replacing one string."""
+    with zipfile.ZipFile(model_path) as original:
+        members = {name: original.read(name) for name in original.namelist()}
+    assert old in members["config.json"].decode()
+    members["config.json"] = members["config.json"].decode().replace(old, new).encode()
+    with zipfile.ZipFile(model_path, "w") as rewritten:
+        for name, data in members.items():
+            rewritten.writestr(name, data)
+
+
+@pytest.mark.parametrize("module, name", [("os", "system"), ("subprocess", "Popen")])
+def test_a_model_naming_other_code_is_refused_in_one_line(tmp_path, capsys, module, name):
+    model_path = model_elsewhere(tmp_path)
+    with_config(model_path, '"module": "keras.layers", "class_name": "Dense"',
+                f'"module": "{module}", "class_name": "{name}"')
+    status, _, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--model", str(model_path))
+    assert status == 1 and error.count("\n") == 1
+    assert error.strip() == (f"error: {model_path} was refused: not a plain Keras model of this pipeline (it names "
+                             f"'{name}', which is not a Keras class)")
+
+
+def test_a_damaged_model_file_is_named_as_damaged(tmp_path, capsys):
+    model_path = model_elsewhere(tmp_path)
+    model_path.write_bytes(model_path.read_bytes()[:500])
+    status, _, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--model", str(model_path))
+    assert status == 1
+    assert error.strip() == (f"error: {model_path} is not a .keras file (a zip archive); it is damaged or truncated, "
+                             f"save it again")
+
+
+def test_a_model_set_mixed_by_an_interrupted_train_is_refused(saved):
+    """Killed between renames: a new .keras beside the old .h5, class names and record."""
+    newer = saved / "newer.keras"
+    tiny_classifier(seed=1).save(newer)
+    os.replace(newer, paths.INFERENCE_MODEL)
+    with pytest.raises(ValueError, match=r"^models/cifar10.keras is not the file models/cifar10.info.json records: "
+                                         r"the set comes from two train runs"):
+        load_classifier(paths.INFERENCE_MODEL)
+    with pytest.raises(ValueError, match=r"^models/cifar10.keras is not the file"):
+        load_classifier(paths.LEGACY_MODEL)  # the .h5 itself is whole, but its set is not
+
+
+def test_the_saved_set_loads_with_its_record(saved):
+    model, classes, record = load_classifier(paths.LEGACY_MODEL)
+    assert classes == CLASSES and record["head_layer"] == "head"
+    assert set(record["files"]) == {"cifar10.keras", "cifar10.h5", "cifar10.classes.json"}
+    assert model.predict(np.zeros((1, 20, 30, 3), np.uint8), verbose=0).shape == (1, 3)
