@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from stages import atomic
+from stages import atomic, paths
 from stages.atomic import atomic_directory
-from tests.conftest import REPO, run_module, write_params
+from tests.conftest import EVALUATED_GROUP, REPO, run_module, write_params
 
 
 def left_over(folder) -> list[str]:
@@ -141,4 +141,23 @@ def test_two_prepares_at_once_leave_the_output_a_solo_run_writes(tmp_path):
 
 
 def digest(folder) -> dict:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*"))
+            if path.is_file()}
+
+
+@EVALUATED_GROUP
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, output", [("train", paths.MODELS), ("evaluate", paths.METRICS)])
+def test_train_and_evaluate_wait_for_a_run_writing_their_outputs(evaluated, stage, output):
+    before = digest(output)
+    with atomic.exclusive(output):  # another run of the stage, from this process
+        run = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=evaluated, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        waiting = ""
+        while "waiting for another run" not in waiting:
+            line = run.stderr.readline()
+            assert line, f"{stage} ended without waiting: {waiting[-3000:]}"
+            waiting += line
+        time.sleep(1)
+        assert run.poll() is None and digest(output) == before  # it waits, and writes nothing meanwhile
+    assert run.wait(300) == 0, run.stderr.read()[-3000:]
