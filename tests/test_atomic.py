@@ -141,8 +141,8 @@ def test_two_prepares_at_once_leave_the_output_a_solo_run_writes(tmp_path):
 
 
 def digest(folder) -> dict:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*"))
-            if path.is_file()}
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 @EVALUATED_GROUP
