@@ -19,6 +19,7 @@ from stages.backbones import BACKBONES
 SOURCES = ("cifar10", "synthetic", "folder")
 ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/engines.py runs them
 PRECISIONS = ("float32", "mixed")
+HEADS = ("mlp", "linear")  # stages/heads.py fits the linear one
 NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders
 MIN_FOLDER_CLASSES = 2
 TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's splits; the synthetic set mirrors them
@@ -84,6 +85,8 @@ class TrainParams:
     fine_tune_epochs: int
     fine_tune_learning_rate: float
     augment: bool
+    head: str
+    linear_c: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,11 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 
 def _check_type(key: str, value, expected) -> object:
+    if typing.get_origin(expected) is tuple:  # a non-empty list of one type, kept as a tuple
+        if not isinstance(value, list) or not value:
+            raise ParamsError(f"{key}: {shown(value)} is not a non-empty list")
+        item_type = typing.get_args(expected)[0]
+        return tuple(_check_type(f"{key}[{index}]", item, item_type) for index, item in enumerate(value))
     allowed = typing.get_args(expected) or (expected,)
     if value is None and type(None) in allowed:
         return value
@@ -192,6 +200,19 @@ def _validate(params: Params) -> None:
         rate = getattr(train, key)
         if not (math.isfinite(rate) and rate > 0):
             raise ParamsError(f"train.{key}: {shown(rate)} must be a positive number")
+    _validate_head(extract, train)
+
+
+def _validate_head(extract: ExtractParams, train: TrainParams) -> None:
+    _one_of("train.head", train.head, HEADS)
+    for index, strength in enumerate(train.linear_c):
+        if not (math.isfinite(strength) and strength > 0):
+            raise ParamsError(f"train.linear_c[{index}]: {shown(strength)} must be a positive number")
+    if train.head == "linear" and not extract.enabled:
+        raise ParamsError("train.head: linear fits cached features; set extract.enabled: true, or train.head: mlp")
+    if train.head == "linear" and train.fine_tune_layers:
+        raise ParamsError("train.head: linear is fitted once, on frozen features; set train.fine_tune_layers: 0, "
+                          "or train.head: mlp")
 
 
 def _validate_weights_file(weights: str) -> None:

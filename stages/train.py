@@ -1,10 +1,12 @@
 """Stage 3: fit the seed's head (Dense 256 ReLU -> Dense 10 softmax) on the frozen backbone's output,
-then, if asked, fine-tune the backbone's top layers on images."""
+then, if asked, fine-tune the backbone's top layers on images; or, with train.head: linear, fit a
+linear probe on the cached features (stages/heads.py)."""
 import logging
 import math
 import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
 from dvclive.utils import standardize_metric_name
@@ -13,7 +15,9 @@ from stages import paths
 from stages.atomic import exclusive, read_json
 from stages.batches import Batches, EpochOrder, split_batches
 from stages.classifier import save_classifier
+from stages.cache import load_features
 from stages.cli import run_stage
+from stages.heads import fit_linear_probe, linear_head
 from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
 from stages.params import Params
 from stages.strategy import choose_strategy, make_reproducible
@@ -81,6 +85,20 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
         split_batches("val", False, train.batch_size, None), live)
 
 
+def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> keras.Model:
+    """The linear probe on the cached features; each C's validation accuracy is a step of dvclive's curve."""
+    log.info("fitting the linear probe for C in %s", ", ".join(f"{c:g}" for c in strengths))
+    train_labels, val_labels = (np.load(paths.labels(split)).argmax(1) for split in ("train", "val"))
+    probe = fit_linear_probe(load_features("train"), train_labels, load_features("val"), val_labels, strengths)
+    for strength, accuracy in probe.val_accuracy.items():
+        live.log_metric("linear/log10_c", math.log10(strength))
+        live.log_metric("linear/val_accuracy", accuracy)
+        live.next_step()
+    live.summary["linear_c"] = float(probe.model.C)
+    log.info("C=%g has the best validation accuracy, %.4f", probe.model.C, probe.val_accuracy[probe.model.C])
+    return linear_head(probe, num_classes)
+
+
 def run(params: Params) -> None:
     # One train at a time writes models/ (and metrics/train); variables made in the strategy's scope are
     # mirrored on every GPU, one device otherwise.
@@ -95,14 +113,18 @@ def train_and_save(params: Params) -> None:
     backbone = build_backbone(model_params.backbone, model_params.weights, size, model_params.seed)
     keras.utils.set_random_seed(train.seed)
     xla = make_reproducible(head_alone=use_features and not train.fine_tune_layers)
-    head = build_head(backbone.output.shape[-1], model_params.head_units, len(classes))
     with Live(dir=str(paths.TRAIN_LOG), dvcyaml=False, save_dvc_exp=False) as live:
-        log.info("training the head on %s for %d epochs", "cached features" if use_features else "images", train.epochs)
-        trainee = head if use_features else image_model(
-            model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-        fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
-            split_batches("train", use_features, train.batch_size, train.seed),
-            split_batches("val", use_features, train.batch_size, None), live, xla=xla)
+        if train.head == "linear":
+            head = fit_linear(train.linear_c, len(classes), live)
+        else:
+            head = build_head(backbone.output.shape[-1], model_params.head_units, len(classes))
+            log.info("training the head on %s for %d epochs", "cached features" if use_features else "images",
+                     train.epochs)
+            trainee = head if use_features else image_model(
+                model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
+            fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
+                split_batches("train", use_features, train.batch_size, train.seed),
+                split_batches("val", use_features, train.batch_size, None), live, xla=xla)
         if train.fine_tune_layers:
             fine_tune(params, backbone, head, size, live)
     backbone.trainable = False

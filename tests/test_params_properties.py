@@ -1,5 +1,6 @@
 """Random edits to params.yaml: every invalid one is rejected naming its key, every valid one accepted."""
 import math
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,6 +40,8 @@ VALID = {
     "train.fine_tune_epochs": integers(0, 1000),
     "train.fine_tune_learning_rate": st.floats(1e-12, 1),
     "train.augment": st.booleans(),
+    "train.head": st.just("mlp"),  # "linear" also depends on extract.enabled and fine_tune_layers: test_params.py
+    "train.linear_c": st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=6),
 }
 
 INVALID = {
@@ -67,6 +70,9 @@ INVALID = {
     "train.fine_tune_epochs": st.one_of(integers(max_value=-1), not_int),
     "train.fine_tune_learning_rate": st.one_of(st.floats(max_value=0), st.just(math.inf), st.booleans(), text),
     "train.augment": not_bool,
+    "train.head": st.one_of(text.filter(lambda s: s not in ("mlp", "linear")), integers()),
+    "train.linear_c": st.one_of(st.just([]), st.floats(), text, st.lists(st.floats(max_value=0), min_size=1),
+                                st.lists(text, min_size=1)),
 }
 
 
@@ -93,7 +99,7 @@ def test_valid_edits_are_accepted(edits):
     params = parse_params(edited(edits))
     for key, value in edits.items():
         section, name = key.split(".")
-        assert getattr(getattr(params, section), name) == value
+        assert getattr(getattr(params, section), name) == (tuple(value) if isinstance(value, list) else value)
 
 
 @settings(max_examples=400, deadline=None)
@@ -103,7 +109,7 @@ def test_invalid_edits_are_rejected_naming_the_key(edit):
     try:
         parse_params(edited({key: value}))
     except ParamsError as error:
-        assert str(error).startswith(f"{key}:"), (key, value, str(error))
+        assert re.match(rf"{re.escape(key)}(\[\d+\])?: ", str(error)), (key, value, str(error))  # items by index
         assert "\n" not in str(error)
     else:
         raise AssertionError(f"{key}: {value!r} was accepted")

@@ -1,0 +1,62 @@
+"""The linear-probe head (train.head: linear): multinomial logistic regression on standardised cached
+features, its L2 strength chosen on the validation split, as a Keras head the classifier holds.
+
+The standard way to compare frozen features (Kornblith et al., "Do Better ImageNet Models Transfer
+Better?", CVPR 2019): a convex problem fitted to convergence, so the same features always give the
+same head, and a difference between two backbones is the backbones', not the optimiser's luck.
+"""
+import copy
+import logging
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+log = logging.getLogger("heads")
+
+MAX_ITERATIONS = 2000  # L-BFGS steps; a fit that needs more is reported, not hidden
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    scaler: StandardScaler  # statistics of the training split only
+    model: LogisticRegression  # the fit with the best validation accuracy
+    val_accuracy: dict[float, float]  # per inverse L2 strength C tried
+
+
+def fit_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+                     val_labels: np.ndarray, strengths: tuple[float, ...]) -> LinearProbe:
+    """One fit per C; the best on the validation split wins (the first of equals, in the order given)."""
+    scaler = StandardScaler().fit(train_features)
+    train_scaled, val_scaled = scaler.transform(train_features), scaler.transform(val_features)
+    fits, scores = {}, {}
+    # From the strongest regularisation up, each fit starting from the last solution (they change
+    # smoothly with C): a few iterations each instead of a cold start. The problem is strictly convex,
+    # so where it starts does not change where it ends.
+    fitted = LogisticRegression(max_iter=MAX_ITERATIONS, warm_start=True)
+    for strength in sorted(set(strengths)):
+        fitted.set_params(C=strength).fit(train_scaled, train_labels)
+        if fitted.n_iter_.max() >= MAX_ITERATIONS:
+            log.warning("C=%g stopped after %d iterations before converging", strength, MAX_ITERATIONS)
+        fits[strength], scores[strength] = copy.deepcopy(fitted), float(fitted.score(val_scaled, val_labels))
+        log.info("C=%g: validation accuracy %.4f after %d iterations", strength, scores[strength], fitted.n_iter_.max())
+    best = max(strengths, key=lambda strength: scores[strength])
+    return LinearProbe(scaler, fits[best], scores)
+
+
+def linear_head(probe: LinearProbe, num_classes: int) -> keras.Sequential:
+    """The fitted probe as Keras layers: features in, the probe's predict_proba out."""
+    weights, biases = probe.model.coef_, probe.model.intercept_
+    if len(probe.model.classes_) != num_classes:
+        raise ValueError(f"train: the training split holds {len(probe.model.classes_)} of {num_classes} classes")
+    if num_classes == 2:  # scikit-learn keeps one row for two classes: softmax([0, z]) is its [1 - s(z), s(z)]
+        weights, biases = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], biases])
+    head = keras.Sequential([
+        keras.Input((weights.shape[1],), name="features"),
+        keras.layers.Normalization(mean=probe.scaler.mean_, variance=probe.scaler.scale_ ** 2, name="standardise"),
+        keras.layers.Dense(num_classes, activation="softmax", name="predictions"),
+    ], name="head")
+    head.get_layer("predictions").set_weights([weights.T.astype(np.float32), biases.astype(np.float32)])
+    return head

@@ -1,0 +1,70 @@
+"""train.head: linear, a linear probe on the cached features, saved as the same kind of Keras classifier."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from stages import evaluate, paths, train
+from stages.cache import load_features
+from stages.classifier import load_classifier
+from stages.heads import fit_linear_probe, linear_head
+from stages.params import ParamsError, parse_params
+from tests.conftest import ABOVE_CHANCE, TINY, merged, repo_params, run_stages, write_params
+
+GRID = [0.01, 0.1, 1.0, 10.0]
+# float32 Keras layers against scikit-learn's float64 arithmetic, on probabilities in [0, 1]
+PROBABILITY_TOLERANCE = 1e-5
+
+
+def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted):
+    write_params(extracted, {"train": {"head": "linear", "linear_c": GRID}})
+    run_stages(train, evaluate)
+    labels = {split: np.load(paths.labels(split)).argmax(1) for split in ("train", "val")}
+    probe = fit_linear_probe(load_features("train"), labels["train"], load_features("val"), labels["val"], tuple(GRID))
+    test_features = load_features("test")
+    expected = probe.model.predict_proba(probe.scaler.transform(test_features))
+    for model_path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
+        model, _, record = load_classifier(model_path)
+        computed = model.get_layer(record["head_layer"]).predict(test_features, verbose=0)
+        np.testing.assert_allclose(computed, expected, atol=PROBABILITY_TOLERANCE, rtol=0)
+
+    summary = json.loads((paths.TRAIN_LOG / "metrics.json").read_text())
+    assert summary["linear_c"] == probe.model.C and probe.model.C in GRID
+    curve = (paths.TRAIN_LOG / "plots/metrics/linear/val_accuracy.tsv").read_text().splitlines()
+    assert len(curve) == 1 + len(GRID)  # a header and one row per C
+    assert [float(row.split("\t")[-1]) for row in curve[1:]] == pytest.approx([probe.val_accuracy[c] for c in GRID])
+    metrics = json.loads(paths.METRICS_FILE.read_text())
+    assert metrics["accuracy"] > ABOVE_CHANCE, metrics
+    assert metrics["saved_model_check"]["compared_with"].startswith("cached features")
+
+
+def test_two_classes_give_scikit_learns_probabilities_too():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    features = rng.normal(size=(200, 8)) + labels[:, None] * 0.8
+    probe = fit_linear_probe(features[:150], labels[:150], features[150:], labels[150:], (0.1, 1.0))
+    head = linear_head(probe, 2)
+    expected = probe.model.predict_proba(probe.scaler.transform(features))
+    np.testing.assert_allclose(head.predict(features, verbose=0), expected, atol=PROBABILITY_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"extract": {"enabled": False}}, "train.head: linear fits cached features; set extract.enabled: true"),
+    ({"train": {"fine_tune_layers": 5}}, "train.head: linear is fitted once, on frozen features"),
+    ({"train": {"linear_c": [1, 0]}}, "train.linear_c[1]: 0.0 must be a positive number"),
+    ({"train": {"linear_c": []}}, "train.linear_c: [] is not a non-empty list"),
+])
+def test_a_linear_head_that_cannot_work_is_a_params_error(changes, message):
+    raw = merged(merged(repo_params(), TINY), {"train": {"head": "linear"}})
+    with pytest.raises(ParamsError) as error:
+        parse_params(merged(raw, changes))
+    assert str(error.value).startswith(message)
+
+
+def test_the_linear_head_is_plain_keras_layers():
+    rng = np.random.default_rng(1)
+    labels = np.arange(60) % 3
+    features = rng.normal(size=(60, 5)) + labels[:, None]
+    head = linear_head(fit_linear_probe(features, labels, features, labels, (1.0,)), 3)
+    assert [type(layer) for layer in head.layers] == [keras.layers.Normalization, keras.layers.Dense]
