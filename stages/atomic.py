@@ -35,7 +35,7 @@ def _process_is_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # another user's process
-        return False
+        pass
     return False
 
 

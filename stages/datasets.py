@@ -59,6 +59,8 @@ def read_image(path: Path) -> np.ndarray:
     Grayscale, palette and alpha are converted; 16-bit grayscale is scaled to 8 bits.
     """
     try:
+        if not Path(path).is_file():  # a FIFO or a device: opening it could wait forever
+            raise ValueError("not a regular file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(path) as image:

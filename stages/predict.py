@@ -34,8 +34,6 @@ def image_paths(arguments: list[str]) -> list[Path]:
 
 
 def classify(model: keras.Model, classes: list[str], path: Path, top_k: int) -> dict:
-    if not path.is_file():  # a FIFO or a device: opening it could wait forever
-        raise ValueError(f"cannot read image {printable(path)}: not a regular file")
     # One image at a time: the model resizes each to its own input size.
     probabilities = model.predict(read_image(path)[None], verbose=0)[0]
     best = np.argsort(-probabilities)[:top_k]
