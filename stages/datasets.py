@@ -60,7 +60,7 @@ def read_image(path: Path) -> np.ndarray:
     """
     try:
         if not Path(path).is_file():  # a FIFO or a device: opening it could wait forever
-            raise ValueError("not a regular file")
+            raise ValueError("not a regular file" if Path(path).exists() else "no such file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(path) as image:
