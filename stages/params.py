@@ -148,8 +148,8 @@ def _at_least(key: str, value, minimum, why: str = "") -> None:
         raise ParamsError(f"{key}: {shown(value)} is below the minimum {minimum}{why}")
 
 
-def _within(key: str, value, minimum, maximum) -> None:
-    _at_least(key, value, minimum)
+def _within(key: str, value, minimum, maximum, why: str = "") -> None:
+    _at_least(key, value, minimum, why)
     if value > maximum:
         raise ParamsError(f"{key}: {shown(value)} is above the maximum {maximum}")
 
@@ -181,8 +181,7 @@ def _validate(params: Params) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ParamsError(f"model.backbone: {shown(model.backbone)} is not one of {', '.join(BACKBONES)}{hint}")
     spec = BACKBONES[model.backbone]
-    _at_least("data.image_size", data.image_size, spec.min_size, f" that {model.backbone} accepts")
-    _within("data.image_size", data.image_size, spec.min_size, MAX_IMAGE_SIZE)
+    _within("data.image_size", data.image_size, spec.min_size, MAX_IMAGE_SIZE, f" that {model.backbone} accepts")
     for key, seed in (("data.seed", data.seed), ("model.seed", model.seed), ("train.seed", train.seed)):
         _within(key, seed, 0, MAX_SEED)
     _validate_split_sizes(data)
