@@ -142,6 +142,7 @@ def evaluate() -> None:
         "accuracy": float(np.mean(actual == predicted)),
         "loss": loss,
         "macro_f1": report["macro avg"]["f1-score"],
+        "test_images": len(actual),  # for the accuracy's binomial error
         "saved_model_check": check_saved_model(model, about, cached, probabilities),
     }
     per_class = {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}

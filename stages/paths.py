@@ -36,6 +36,13 @@ PER_CLASS = METRICS / "per_class.json"
 CONFUSION = METRICS / "confusion.json"
 CONFUSION_PNG = METRICS / "confusion_matrix.png"
 MISTAKES_PNG = METRICS / "mistakes.png"
+# Seconds spent, for comparing backbones: metrics, so that `dvc exp show` has them, in files of their own,
+# because they differ between two runs that otherwise write the same bytes.
+EXTRACT_TIMING = METRICS / "timing/extract.json"
+TRAIN_TIMING = METRICS / "timing/train.json"
+# `python -m stages.compare`'s table and chart of the experiments (not a stage's output).
+COMPARE_TABLE = METRICS / "compare.md"
+COMPARE_PNG = METRICS / "compare.png"
 
 
 def printable(path) -> str:

@@ -4,6 +4,7 @@ linear probe on the cached features (stages/heads.py)."""
 import logging
 import math
 import sys
+import time
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from dvclive import Live
 from dvclive.utils import standardize_metric_name
 
 from stages import paths
-from stages.atomic import exclusive, read_json
+from stages.atomic import exclusive, read_json, write_json
 from stages.batches import Batches, EpochOrder, split_batches
 from stages.classifier import save_classifier
 from stages.cache import load_features
@@ -114,6 +115,7 @@ def train_and_save(params: Params) -> None:
     keras.utils.set_random_seed(train.seed)
     xla = make_reproducible(head_alone=use_features and not train.fine_tune_layers)
     with Live(dir=str(paths.TRAIN_LOG), dvcyaml=False, save_dvc_exp=False) as live:
+        timing, started = {}, time.perf_counter()
         if train.head == "linear":
             head = fit_linear(train.linear_c, len(classes), live)
         else:
@@ -125,8 +127,10 @@ def train_and_save(params: Params) -> None:
             fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
                 split_batches("train", use_features, train.batch_size, train.seed),
                 split_batches("val", use_features, train.batch_size, None), live, xla=xla)
+        timing["head_seconds"] = time.perf_counter() - started
         if train.fine_tune_layers:
             fine_tune(params, backbone, head, size, live)
+            timing["fine_tune_seconds"] = time.perf_counter() - started - timing["head_seconds"]
     backbone.trainable = False
     classifier = image_model(model_params.backbone, backbone, size, head)
     require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
@@ -136,6 +140,7 @@ def train_and_save(params: Params) -> None:
     # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
     save_classifier(classifier, classes, {"head_layer": head.name,
                                           "matches_cached_features": use_features and not train.fine_tune_layers})
+    write_json(paths.TRAIN_TIMING, timing)
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
 

@@ -24,6 +24,9 @@ def test_dvc_repro_end_to_end(reproduced_repo):
     metrics = json.loads(dvc(reproduced_repo, "metrics", "show", "--json"))
     accuracy = metrics[""]["data"]["metrics/metrics.json"]["data"]["accuracy"]
     assert accuracy > ABOVE_CHANCE, f"synthetic test accuracy {accuracy}, chance is 0.1"
+    extraction = metrics[""]["data"]["metrics/timing/extract.json"]["data"]
+    assert extraction["images"] == 800 and extraction["images_per_second"] > 0, extraction  # train, val and test
+    assert metrics[""]["data"]["metrics/timing/train.json"]["data"]["head_seconds"] > 0
     assert "accuracy" in dvc(reproduced_repo, "metrics", "show")
 
     assert "Stage 'prepare' didn't change" in (second := dvc(reproduced_repo, "repro"))

@@ -48,7 +48,9 @@ def test_the_whole_chain_in_process(evaluated):
     params = load_params()
     epochs = (paths.TRAIN_LOG / "plots/metrics/train/accuracy.tsv").read_text().strip().splitlines()[1:]
     assert len(epochs) == params.train.epochs
+    assert json.loads(paths.TRAIN_TIMING.read_text())["head_seconds"] > 0
     metrics = json.loads(paths.METRICS_FILE.read_text())
+    assert metrics["test_images"] == 400
     assert metrics["accuracy"] > ABOVE_CHANCE, metrics
     check = metrics["saved_model_check"]
     assert check["images"] == 32 and check["max_relative_feature_difference"] < 1e-4, check
