@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from stages.strategy import choose_strategy, cluster_workers
 from stages import train
-from tests.conftest import CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env, run_stages, write_params
+from tests.conftest import (CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env, run_module,
+                            run_stages, write_params)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
            "models/cifar10.h5", "metrics/metrics.json"]
@@ -73,6 +75,17 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
     assert all(accuracy > CLEARLY_ABOVE_CHANCE for accuracy in results.values()), results
     untracked = subprocess.run(["git", "status", "--porcelain"], cwd=repo_copy, capture_output=True, text=True)
     assert untracked.stdout == "", untracked.stdout
+
+    compared = run_module("stages.compare", repo_copy)  # the README's comparison of the sweep
+    assert compared.returncode == 0, compared.stderr
+    rows = [line.split("|")[1:-1] for line in compared.stdout.splitlines() if line.startswith("| ")][1:]
+    assert sorted(row[0].strip() for row in rows) == ["densenet121", "vgg16"], compared.stdout
+    for row in rows:
+        accuracy, error = map(float, row[2].split("±"))
+        assert accuracy == pytest.approx(results[row[0].strip()], abs=1e-3) and 0 < error < 0.1, row
+        assert float(row[4]) > 0 and float(row[7]) > 1, row  # extraction images/s, model MB
+    with Image.open(repo_copy / "metrics/compare.png") as chart:
+        assert np.asarray(chart.convert("L")).std() > 20, "the chart is blank"
 
 
 def test_the_strategy_is_one_device_unless_there_are_several_gpus():
