@@ -89,7 +89,8 @@ def result_of(name: str, data: dict | None) -> Result | None:
     if "accuracy" not in test:
         return None
     params = flatten(data["params"]["params.yaml"]["data"])
-    extract, train = metrics.get(str(paths.EXTRACT_TIMING), {}), metrics.get(str(paths.TRAIN_TIMING), {})
+    extract = metrics.get(str(paths.EXTRACT_TIMING), {}).get("extract", {})
+    train = metrics.get(str(paths.TRAIN_TIMING), {})
     outs = data.get("outs") or {}
     prepared = (outs.get(str(paths.PREPARED)) or {}).get("hash")
     setting = tuple(sorted((key, shown(value)) for key, value in params.items() if key not in NOT_COMPARED))

@@ -4,7 +4,7 @@ import logging
 import keras
 import matplotlib
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 from tqdm import tqdm
 
 from stages import paths
@@ -80,16 +80,11 @@ def check_saved_model(model: keras.Model, about: dict, cached: np.ndarray | None
             "max_relative_feature_difference": difference, "tolerance": tolerance, "flipped": flipped}
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str]) -> None:
+def plot_confusion(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> None:
     figure, axes = plt.subplots(figsize=(8, 7))
-    axes.imshow(matrix, cmap="Blues")
-    axes.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="actual",
-             title="Test-split confusion matrix (counts)")
-    axes.set_xticklabels(classes, rotation=45, ha="right")
-    axes.set_yticklabels(classes)
-    for (row, col), count in np.ndenumerate(matrix):
-        axes.text(col, row, str(count), ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+    ConfusionMatrixDisplay.from_predictions(actual, predicted, labels=range(len(classes)), display_labels=classes,
+                                            cmap="Blues", xticks_rotation=45, colorbar=False, ax=axes)
+    axes.set_title("Test-split confusion matrix (counts)")
     figure.tight_layout()
     with atomic_file(paths.CONFUSION_PNG) as partial:
         figure.savefig(partial, dpi=100)
@@ -143,15 +138,17 @@ def evaluate() -> None:
         "loss": loss,
         "macro_f1": report["macro avg"]["f1-score"],
         "test_images": len(actual),  # for the accuracy's binomial error
-        "saved_model_check": check_saved_model(model, about, cached, probabilities),
     }
-    per_class = {name: {key: report[name][key] for key in ("precision", "recall", "f1-score", "support")}
-                 for name in classes}
+    check = check_saved_model(model, about, cached, probabilities)
+    # Records, one per class, as `dvc plots` reads them.
+    per_class = [{"class": name, "precision": report[name]["precision"], "recall": report[name]["recall"],
+                  "f1": report[name]["f1-score"], "support": report[name]["support"]} for name in classes]
     log.info("test accuracy %.4f, loss %.4f on %d images", metrics["accuracy"], loss, len(actual))
     write_json(paths.METRICS_FILE, metrics)
+    write_json(paths.SAVED_MODEL_CHECK, check)
     write_json(paths.PER_CLASS, per_class)
     write_json(paths.CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)])
-    plot_confusion(confusion_matrix(actual, predicted, labels=range(len(classes))), classes)
+    plot_confusion(actual, predicted, classes)
     plot_mistakes(probabilities, actual, classes)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 
 log = logging.getLogger("heads")
@@ -23,7 +24,16 @@ MAX_ITERATIONS = 2000  # L-BFGS steps; a fit that needs more is reported, not hi
 class LinearProbe:
     scaler: StandardScaler  # statistics of the training split only
     model: LogisticRegression  # the fit with the best validation accuracy
-    val_accuracy: dict[float, float]  # per inverse L2 strength C tried
+    # Per inverse L2 strength C tried, in increasing order: train/loss, train/accuracy, validation/loss and
+    # validation/accuracy, the names of the MLP head's per-epoch curves, so that one chart draws either.
+    curves: dict[float, dict[str, float]]
+
+
+def scores(fitted: LogisticRegression, split: str, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    probabilities = fitted.predict_proba(features)
+    predicted = fitted.classes_[probabilities.argmax(1)]
+    return {f"{split}/loss": float(log_loss(labels, probabilities, labels=fitted.classes_)),
+            f"{split}/accuracy": float(np.mean(predicted == labels))}
 
 
 def fit_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
@@ -31,7 +41,7 @@ def fit_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, val_f
     """One fit per C; the best on the validation split wins (the first of equals, in the order given)."""
     scaler = StandardScaler().fit(train_features)
     train_scaled, val_scaled = scaler.transform(train_features), scaler.transform(val_features)
-    fits, scores = {}, {}
+    fits, curves = {}, {}
     # From the strongest regularisation up, each fit starting from the last solution (they change
     # smoothly with C): a few iterations each instead of a cold start. The problem is strictly convex,
     # so where it starts does not change where it ends.
@@ -40,10 +50,13 @@ def fit_linear_probe(train_features: np.ndarray, train_labels: np.ndarray, val_f
         fitted.set_params(C=strength).fit(train_scaled, train_labels)
         if fitted.n_iter_.max() >= MAX_ITERATIONS:
             log.warning("C=%g stopped after %d iterations before converging", strength, MAX_ITERATIONS)
-        fits[strength], scores[strength] = copy.deepcopy(fitted), float(fitted.score(val_scaled, val_labels))
-        log.info("C=%g: validation accuracy %.4f after %d iterations", strength, scores[strength], fitted.n_iter_.max())
-    best = max(strengths, key=lambda strength: scores[strength])
-    return LinearProbe(scaler, fits[best], scores)
+        fits[strength] = copy.deepcopy(fitted)
+        curves[strength] = (scores(fitted, "train", train_scaled, train_labels) |
+                            scores(fitted, "validation", val_scaled, val_labels))
+        log.info("C=%g: validation accuracy %.4f after %d iterations",
+                 strength, curves[strength]["validation/accuracy"], fitted.n_iter_.max())
+    best = max(strengths, key=lambda strength: curves[strength]["validation/accuracy"])
+    return LinearProbe(scaler, fits[best], curves)
 
 
 def linear_head(probe: LinearProbe, num_classes: int) -> keras.Sequential:

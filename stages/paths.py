@@ -31,7 +31,9 @@ MODEL_INFO = info_beside(INFERENCE_MODEL)
 
 METRICS = Path("metrics")
 TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves
+TRAIN_CURVES = TRAIN_LOG / "plots/metrics"  # dvclive's: <split>/<metric>.tsv, one row per step
 METRICS_FILE = METRICS / "metrics.json"
+SAVED_MODEL_CHECK = METRICS / "saved_model_check.json"  # evaluate's bookkeeping: not a metric to compare
 PER_CLASS = METRICS / "per_class.json"
 CONFUSION = METRICS / "confusion.json"
 CONFUSION_PNG = METRICS / "confusion_matrix.png"

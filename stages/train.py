@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from dvclive import Live
-from dvclive.utils import standardize_metric_name
 
 from stages import paths
 from stages.atomic import exclusive, read_json, write_json
@@ -26,6 +25,13 @@ from stages.strategy import choose_strategy, make_reproducible
 log = logging.getLogger("train")
 
 
+def curve_name(keras_name: str) -> str:
+    """Keras's loss and val_loss as train/loss and validation/loss: dvclive's own callback would name the
+    validation split's figures eval/..., which reads like the test split's in `dvc exp show`."""
+    split, name = ("validation", keras_name[4:]) if keras_name.startswith("val_") else ("train", keras_name)
+    return f"{split}/{name}"
+
+
 class LiveEpochs(keras.callbacks.Callback):
     """Per-epoch metrics to dvclive; steps keep counting from the head phase into fine-tuning."""
 
@@ -35,8 +41,7 @@ class LiveEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         for name, value in (logs or {}).items():
-            # dvclive's own naming for Keras logs: loss -> train/loss, val_loss -> eval/loss.
-            self.live.log_metric(standardize_metric_name(name, "dvclive.keras"), value)
+            self.live.log_metric(curve_name(name), value)
         self.live.next_step()
 
 
@@ -87,16 +92,22 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
 
 
 def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> keras.Model:
-    """The linear probe on the cached features; each C's validation accuracy is a step of dvclive's curve."""
+    """The linear probe on the cached features; each C tried is a step of dvclive's curves."""
     log.info("fitting the linear probe for C in %s", ", ".join(f"{c:g}" for c in strengths))
     train_labels, val_labels = (np.load(paths.labels(split)).argmax(1) for split in ("train", "val"))
     probe = fit_linear_probe(load_features("train"), train_labels, load_features("val"), val_labels, strengths)
-    for strength, accuracy in probe.val_accuracy.items():
+    for strength, curves in probe.curves.items():
         live.log_metric("linear/log10_c", math.log10(strength))
-        live.log_metric("linear/val_accuracy", accuracy)
+        for name, value in curves.items():
+            live.log_metric(name, value)
         live.next_step()
-    live.summary["linear_c"] = float(probe.model.C)
-    log.info("C=%g has the best validation accuracy, %.4f", probe.model.C, probe.val_accuracy[probe.model.C])
+    chosen = probe.model.C
+    # The summary holds the chosen C's figures, not the last C's.
+    for name, value in probe.curves[chosen].items():
+        split, metric = name.split("/")
+        live.summary[split][metric] = value
+    live.summary["linear"]["log10_c"], live.summary["linear_c"] = math.log10(chosen), float(chosen)
+    log.info("C=%g has the best validation accuracy, %.4f", chosen, probe.curves[chosen]["validation/accuracy"])
     return linear_head(probe, num_classes)
 
 

@@ -15,8 +15,8 @@ def run_data(backbone: str, accuracy: float, changes: dict | None = None, prepar
         "metrics": {
             str(paths.METRICS_FILE): {"data": {"accuracy": accuracy, "loss": 1.0, "macro_f1": 0.5,
                                                "test_images": 400}},
-            str(paths.EXTRACT_TIMING): {"data": {"images": 800, "build_seconds": 1.0, "seconds": 5.0,
-                                                 "images_per_second": 160.0}},
+            str(paths.EXTRACT_TIMING): {"data": {"extract": {"images": 800, "build_seconds": 1.0, "seconds": 5.0,
+                                                             "images_per_second": 160.0}}},
             str(paths.TRAIN_TIMING): {"data": {"head_seconds": 3.5}},
         },
         "outs": {str(paths.PREPARED): {"hash": prepared}, str(paths.INFERENCE_MODEL): {"size": 35_000_000}},

@@ -11,7 +11,7 @@ from tests.conftest import EVALUATED_GROUP, run_stages, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:
-    rows = (paths.TRAIN_LOG / "plots/metrics/eval/accuracy.tsv").read_text().strip().splitlines()[1:]
+    rows = (paths.TRAIN_CURVES / "validation/accuracy.tsv").read_text().strip().splitlines()[1:]
     return [float(row.split("\t")[1]) for row in rows]
 
 
@@ -21,14 +21,16 @@ def test_feature_and_image_paths_reach_the_same_accuracy(extracted):
     write_params(extracted, {"train": {"epochs": 1}})
     run_stages(train, evaluate)
     with_features = json.loads(paths.METRICS_FILE.read_text())
+    check_with_features = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     write_params(extracted, {"train": {"epochs": 1}, "extract": {"enabled": False}})
     run_stages(extract, train, evaluate)
     on_images = json.loads(paths.METRICS_FILE.read_text())
+    check_on_images = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     assert not paths.features("train").exists()
     assert abs(with_features["accuracy"] - on_images["accuracy"]) <= 0.02, (with_features, on_images)
     assert abs(with_features["loss"] - on_images["loss"]) <= 0.01, (with_features, on_images)
-    assert with_features["saved_model_check"]["images"] == 32
-    assert on_images["saved_model_check"]["compared_with"].startswith("nothing")  # said, not faked
+    assert check_with_features["images"] == 32
+    assert check_on_images["compared_with"].startswith("nothing")  # said, not faked
 
 
 @EVALUATED_GROUP

@@ -75,7 +75,8 @@ def test_a_folder_dataset_runs_end_to_end(folder_run):
     assert info["skipped_unreadable"] == [str(corrupt)]
     assert str(corrupt) in log  # reported by path while it ran
     assert info["counts"] == {"train": 66, "val": 6, "test": 18}  # 72 readable train images, 6 held out
-    assert set(json.loads((repo / "metrics/per_class.json").read_text())) == {"blue", "green", "red"}
+    per_class = json.loads((repo / "metrics/per_class.json").read_text())
+    assert [row["class"] for row in per_class] == ["blue", "green", "red"]
     metrics = json.loads((repo / "metrics/metrics.json").read_text())
     assert metrics["accuracy"] > 0.6, metrics  # chance is 1/3
     assert json.loads((repo / "models/cifar10.classes.json").read_text()) == ["blue", "green", "red"]
@@ -83,9 +84,9 @@ def test_a_folder_dataset_runs_end_to_end(folder_run):
     model = keras.models.load_model(repo / "models/cifar10.keras")
     assert model.output.shape[-1] == 3
 
-    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
     for name in ("confusion_matrix.png", "mistakes.png"):
-        assert any(f"metrics/{name}" in entry for entry in declared)
+        assert f"metrics/{name}" in declared
         with Image.open(repo / "metrics" / name) as picture:
             picture.verify()
         with Image.open(repo / "metrics" / name) as picture:

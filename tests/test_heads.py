@@ -31,12 +31,18 @@ def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted
 
     summary = json.loads((paths.TRAIN_LOG / "metrics.json").read_text())
     assert summary["linear_c"] == probe.model.C and probe.model.C in GRID
-    curve = (paths.TRAIN_LOG / "plots/metrics/linear/val_accuracy.tsv").read_text().splitlines()
-    assert len(curve) == 1 + len(GRID)  # a header and one row per C
-    assert [float(row.split("\t")[-1]) for row in curve[1:]] == pytest.approx([probe.val_accuracy[c] for c in GRID])
+    chosen = probe.curves[probe.model.C]
+    assert summary["validation"]["accuracy"] == chosen["validation/accuracy"] == max(
+        curves["validation/accuracy"] for curves in probe.curves.values())
+    assert summary["train"]["loss"] == chosen["train/loss"]
+    for name in ("train/loss", "train/accuracy", "validation/loss", "validation/accuracy"):
+        curve = (paths.TRAIN_CURVES / f"{name}.tsv").read_text().splitlines()
+        assert len(curve) == 1 + len(GRID), name  # a header and one row per C, as the MLP has one per epoch
+        assert [float(row.split("\t")[-1]) for row in curve[1:]] == pytest.approx(
+            [probe.curves[c][name] for c in GRID]), name
     metrics = json.loads(paths.METRICS_FILE.read_text())
     assert metrics["accuracy"] > ABOVE_CHANCE, metrics
-    assert metrics["saved_model_check"]["compared_with"].startswith("cached features")
+    assert json.loads(paths.SAVED_MODEL_CHECK.read_text())["compared_with"].startswith("cached features")
 
 
 def test_two_classes_give_scikit_learns_probabilities_too():

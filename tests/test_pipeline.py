@@ -24,7 +24,7 @@ def test_dvc_repro_end_to_end(reproduced_repo):
     metrics = json.loads(dvc(reproduced_repo, "metrics", "show", "--json"))
     accuracy = metrics[""]["data"]["metrics/metrics.json"]["data"]["accuracy"]
     assert accuracy > ABOVE_CHANCE, f"synthetic test accuracy {accuracy}, chance is 0.1"
-    extraction = metrics[""]["data"]["metrics/timing/extract.json"]["data"]
+    extraction = metrics[""]["data"]["metrics/timing/extract.json"]["data"]["extract"]
     assert extraction["images"] == 800 and extraction["images_per_second"] > 0, extraction  # train, val and test
     assert metrics[""]["data"]["metrics/timing/train.json"]["data"]["head_seconds"] > 0
     assert "accuracy" in dvc(reproduced_repo, "metrics", "show")
@@ -45,7 +45,13 @@ def test_dvc_repro_end_to_end(reproduced_repo):
     edit_params(reproduced_repo, "train", "fine_tune_layers", 5)
     assert changed_stages(reproduced_repo) == {"train"}  # evaluate learns from train's outputs what to read
 
-    assert "confusion" in dvc(reproduced_repo, "plots", "show", "--json")
+    plots = json.loads(dvc(reproduced_repo, "plots", "show", "--json"))
+    assert "errors" not in plots, plots["errors"]
+    assert {"loss", "accuracy", "confusion", "confusion_normalized", "per_class_f1"} <= set(plots["data"])
+    for chart in ("loss", "accuracy"):  # training and validation on one chart
+        series = plots["data"][chart][0]["content"]["data"]["values"]
+        assert {row["filename"] for row in series} == {f"train/{chart}.tsv", f"validation/{chart}.tsv"}, chart
+        assert len(series) == 2 * 5, chart  # five epochs of each
 
 
 def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):

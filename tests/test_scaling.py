@@ -66,11 +66,12 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
     assert queue_finished(repo_copy) and "Failed" not in status, status
 
     rows = json.loads(dvc(repo_copy, "exp", "show", "--json"))
-    results = {}
+    results, names = {}, []
     for experiment in (experiment for row in rows for experiment in row.get("experiments") or []):
         data = experiment["revs"][0]["data"]
         backbone = data["params"]["params.yaml"]["data"]["model"]["backbone"]
         results[backbone] = data["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+        names.append(experiment["revs"][0]["name"])
     assert set(results) == {"densenet121", "vgg16"}, status
     assert all(accuracy > CLEARLY_ABOVE_CHANCE for accuracy in results.values()), results
     untracked = subprocess.run(["git", "status", "--porcelain"], cwd=repo_copy, capture_output=True, text=True)
@@ -86,6 +87,10 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
         assert float(row[4]) > 0 and float(row[7]) > 1, row  # extraction images/s, model MB
     with Image.open(repo_copy / "metrics/compare.png") as chart:
         assert np.asarray(chart.convert("L")).std() > 20, "the chart is blank"
+
+    charts = json.loads(dvc(repo_copy, "plots", "diff", *names, "--json"))["data"]  # the two side by side
+    for chart in ("loss", "accuracy", "confusion", "per_class_f1"):
+        assert {row["rev"] for row in charts[chart][0]["content"]["data"]["values"]} == set(names), chart
 
 
 def test_the_strategy_is_one_device_unless_there_are_several_gpus():

@@ -52,7 +52,7 @@ def test_the_whole_chain_in_process(evaluated):
     metrics = json.loads(paths.METRICS_FILE.read_text())
     assert metrics["test_images"] == 400
     assert metrics["accuracy"] > ABOVE_CHANCE, metrics
-    check = metrics["saved_model_check"]
+    check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     assert check["images"] == 32 and check["max_relative_feature_difference"] < 1e-4, check
     assert len(json.loads(paths.CONFUSION.read_text())) == 400
     assert paths.CONFUSION_PNG.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -91,7 +91,7 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
         run_stages(evaluate)  # too much for float32 features
     paths.FEATURES_INFO.write_text(json.dumps({**info, "precision": "mixed"}))
     run_stages(evaluate)
-    check = json.loads(paths.METRICS_FILE.read_text())["saved_model_check"]
+    check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     assert 0.01 < check["max_relative_feature_difference"] <= check["tolerance"], check
 
 
