@@ -27,6 +27,7 @@ def info_beside(model: Path) -> Path:
 
 
 CLASSES = classes_beside(INFERENCE_MODEL)
+SERVING = MODELS / "serving"  # `python -m stages.export`'s folders, one per format (not a stage's output)
 MODEL_INFO = info_beside(INFERENCE_MODEL)
 
 METRICS = Path("metrics")

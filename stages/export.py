@@ -1,0 +1,44 @@
+"""Write the trained classifier in a serving format, with its class names beside it.
+
+    python -m stages.export --format savedmodel   # models/serving/savedmodel/: TF Serving, tf.saved_model.load
+    python -m stages.export --format openvino     # models/serving/openvino/: cifar10.xml + .bin, OpenVINO Runtime
+
+The exported model is the whole classifier, as the .keras file is: float32 RGB images with values 0-255,
+any size, in; class probabilities out.
+"""
+import argparse
+import logging
+from pathlib import Path
+
+from stages import paths
+from stages.atomic import atomic_directory, write_json
+from stages.classifier import load_classifier
+from stages.cli import one_line_errors
+
+# Keras's own exporters: format name on the command line -> Keras's name, and the file in the folder.
+FORMATS = {"savedmodel": ("tf_saved_model", "."), "openvino": ("openvino", "cifar10.xml")}
+
+
+def export(model_path: Path, serving_format: str, out: Path) -> Path:
+    model, classes, _ = load_classifier(model_path)
+    keras_format, name = FORMATS[serving_format]
+    with atomic_directory(out) as partial:
+        model.export(str(partial / name), format=keras_format, verbose=False)
+        write_json(partial / paths.CLASSES.name, classes)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--format", choices=sorted(FORMATS), required=True)
+    parser.add_argument("--model", type=Path, default=paths.INFERENCE_MODEL, help="a .keras or .h5 model")
+    parser.add_argument("--out", type=Path, help="the folder to write (default: models/serving/<format>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with one_line_errors():
+        out = export(args.model, args.format, args.out or paths.SERVING / args.format)
+    print(f"exported {paths.printable(args.model)} as {args.format} to {paths.printable(out)}")
+
+
+if __name__ == "__main__":
+    main()

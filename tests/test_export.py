@@ -1,0 +1,61 @@
+"""`python -m stages.export`: the trained classifier as a SavedModel and as OpenVINO IR, predicting as the .keras does."""
+import contextlib
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from stages import export, paths
+from stages.classifier import save_classifier
+from stages.models import build_backbone, build_head, image_model
+
+# float32 throughout; the engines order their sums differently (tests/test_engines.py: features within 1e-4)
+PROBABILITY_TOLERANCE = 1e-4
+
+
+def probabilities_of(serving_format: str, folder, images: np.ndarray) -> np.ndarray:
+    if serving_format == "savedmodel":
+        import tensorflow as tf
+
+        served = tf.saved_model.load(str(folder))  # held: its functions need its variables alive
+        return served.serve(images).numpy()
+    import openvino
+
+    # f32: on a CPU with bfloat16, OpenVINO would otherwise pick bf16 for speed.
+    compiled = openvino.Core().compile_model(str(folder / "cifar10.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled(images)[0]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A classifier as train saves it, on VGG-16 (few layers: the exporters trace it quickly), its head random."""
+    folder = tmp_path_factory.mktemp("classifier")
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("vgg16", "none", 32, seed=0)
+    head = build_head(backbone.output.shape[-1], 16, 3)
+    with contextlib.chdir(folder):
+        save_classifier(image_model("vgg16", backbone, 32, head), ["red", "green", "blue"], {"head_layer": head.name})
+    return folder
+
+
+@pytest.mark.parametrize("serving_format", ["savedmodel", "openvino"])
+def test_the_exported_model_predicts_what_the_keras_model_predicts(classifier, serving_format, monkeypatch, capsys):
+    monkeypatch.chdir(classifier)
+    export.main(["--format", serving_format])
+    folder = paths.SERVING / serving_format
+    assert capsys.readouterr().out.strip() == f"exported models/cifar10.keras as {serving_format} to {folder}"
+    assert json.loads((folder / "cifar10.classes.json").read_text()) == ["red", "green", "blue"]
+    images = np.random.default_rng(0).integers(0, 256, (6, 40, 48, 3)).astype(np.float32)  # any size
+    expected = keras.models.load_model(paths.INFERENCE_MODEL).predict(images, verbose=0)
+    computed = probabilities_of(serving_format, folder, images)
+    np.testing.assert_allclose(computed, expected, atol=PROBABILITY_TOLERANCE, rtol=0)
+    assert np.ptp(expected, axis=0).max() > 1e-3  # the images get different probabilities: a real comparison
+
+
+def test_exporting_without_a_model_is_one_line(workdir, capsys):
+    with pytest.raises(SystemExit) as exit:
+        export.main(["--format", "savedmodel"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.startswith("error: no model at models/cifar10.keras; run `dvc repro` first")
+    assert not paths.SERVING.exists()
