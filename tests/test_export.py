@@ -1,4 +1,4 @@
-"""`python -m stages.export`: the trained classifier as a SavedModel and as OpenVINO IR, predicting as the .keras does."""
+"""`python -m stages.export`: the classifier as a SavedModel and as OpenVINO IR, predicting as the .keras does."""
 import contextlib
 import json
 

@@ -114,6 +114,8 @@ def test_predict_names_the_class_of_new_images(folder_run, tmp_path, monkeypatch
 
     (new / "broken.png").write_bytes(b"not an image")
     status, _, error = predict_in_process(capsys, str(new / "broken.png"))
+    assert status == 0 and error.strip().startswith(f"warning: cannot read image {new / 'broken.png'}")
+    status, _, error = predict_in_process(capsys, str(new / "broken.png"), "--strict")
     assert status == 1 and error.strip().startswith(f"error: cannot read image {new / 'broken.png'}")
     status, _, error = predict_in_process(capsys, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
     assert status == 1 and error.strip() == f"error: no model at {tmp_path / 'absent.keras'}; run `dvc repro` first, " \

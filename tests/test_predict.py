@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import paths
+from stages import paths, predict
 from stages.classifier import load_classifier, save_classifier
+from stages.datasets import read_image
 from tests.conftest import predict_in_process, run_module
 from tests.test_images import png_claiming
 
@@ -20,7 +21,7 @@ def tiny_classifier(seed: int = 0) -> keras.Model:
     """Raw images of any size in, three probabilities out: the interface of the trained classifier."""
     keras.utils.set_random_seed(seed)
     images = keras.Input((None, None, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Resizing(8, 8)(images))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Resizing(8, 8, name="resize")(images))
     return keras.Model(images, keras.layers.Dense(len(CLASSES), activation="softmax", name="head")(pooled))
 
 
@@ -40,7 +41,7 @@ def test_bad_files_among_good_ones_each_get_a_line_and_nothing_hangs(saved):
     (folder / "c.png").write_bytes(png_claiming(60_000, 60_000))
     (folder / "d\nerror: forged line.png").write_bytes(b"not an image")
     Image.fromarray(np.full((12, 12, 3), 20, np.uint8)).save(folder / "e.png")
-    result = run_module("stages.predict", saved, str(folder), str(folder / "b.png"), "--json", timeout=120)
+    result = run_module("stages.predict", saved, str(folder), str(folder / "b.png"), "--json", "--strict", timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     answers = {entry["image"]: entry for entry in json.loads(result.stdout)}
     assert [path for path, entry in answers.items() if "top" in entry] == [str(folder / "a.png"), str(folder / "e.png")]
@@ -50,6 +51,41 @@ def test_bad_files_among_good_ones_each_get_a_line_and_nothing_hangs(saved):
     assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
     assert f"skipping {folder / 'b.png'}: not a regular file" in result.stderr
     assert any(line.startswith(f"error: cannot read image {folder / 'b.png'}: not a regular file") for line in errors)
+
+
+def test_images_go_in_batches_in_the_order_given_with_the_answers_of_one_at_a_time(saved, monkeypatch):
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(10):  # three sizes, interleaved
+        size = (12, 12) if index % 3 == 0 else (20, 15) if index % 3 == 1 else (9, 31)
+        files.append(saved / f"{index}.png")
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(files[-1])
+    (saved / "bad.png").write_bytes(b"not an image")
+    files.insert(4, saved / "bad.png")
+    model, classes, _ = load_classifier(paths.INFERENCE_MODEL)
+    calls = []
+    monkeypatch.setattr(model, "predict_on_batch", lambda batch: calls.append(len(batch)) or model(batch))
+    results = predict.predict(model, classes, files, top_k=3, batch_size=4)
+    assert calls == [4, 4, 2]  # the bad file is skipped, the rest resized to one shape and batched
+    assert [result["image"] for result in results] == list(map(str, files))
+    assert "error" in results[4] and "top" not in results[4]
+    for path, result in zip(files, results):
+        if path.name == "bad.png":
+            continue
+        one = model.predict(read_image(path)[None], verbose=0)[0]  # one image at a time, as before
+        assert [top["class"] for top in result["top"]] == [classes[i] for i in np.argsort(-one)[:3]]
+        np.testing.assert_allclose([top["probability"] for top in result["top"]], np.sort(one)[::-1], atol=1e-6)
+
+
+def test_unreadable_images_are_skipped_with_a_warning_unless_strict(saved, capsys):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(saved / "good.png")
+    (saved / "bad.png").write_bytes(b"not an image")
+    status, output, error = predict_in_process(capsys, str(saved / "bad.png"), str(saved / "good.png"))
+    assert status == 0 and output.startswith(f"{saved / 'good.png'}: ")
+    assert error.startswith(f"warning: cannot read image {saved / 'bad.png'}: ") and error.endswith(" (skipped)\n")
+    assert error.count("\n") == 1
+    status, _, error = predict_in_process(capsys, str(saved / "bad.png"), str(saved / "good.png"), "--strict")
+    assert status == 1 and error.startswith(f"error: cannot read image {saved / 'bad.png'}")
 
 
 def model_elsewhere(folder, classes=CLASSES):
