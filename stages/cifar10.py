@@ -4,15 +4,16 @@ Its batches are pickles and the archive a tarball: both are read as untrusted in
 """
 import io
 import logging
+import os
 import pickle
-import shutil
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from stages.atomic import atomic_file, sha256_of
+from stages.atomic import atomic_file, exclusive, sha256_of
 from stages.datasets import Split
 
 log = logging.getLogger("cifar10")
@@ -42,12 +43,35 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def download(archive: Path) -> None:
-    log.info("downloading %s to %s", URL, archive)
+def shared_archive() -> Path:
+    """The copy every workspace on this machine shares: where keras.datasets.cifar10 keeps the same official
+    file, so a queued experiment's fresh workspace finds it, and so does anyone who ran the seed's recipe."""
+    return Path(os.environ["KERAS_HOME"]) / "datasets" / "cifar-10-batches-py.tar.gz"
+
+
+def locate(archive: Path) -> Path:
+    """data.archive when it is there; otherwise the shared copy, downloaded once by the first run that needs
+    it while any other waits for it."""
+    if archive.is_file():
+        return archive
+    shared = shared_archive()
+    with exclusive(shared):
+        if not shared.is_file():
+            download(shared, archive)
+    log.info("%s is absent: reading the shared copy %s", archive, shared)
+    return shared
+
+
+def download(target: Path, archive: Path) -> None:
+    log.info("downloading %s to %s", URL, target)
     try:
-        with urllib.request.urlopen(URL, timeout=60) as response, atomic_file(archive) as partial:
-            with open(partial, "wb") as file:
-                shutil.copyfileobj(response, file)
+        with urllib.request.urlopen(URL, timeout=60) as response, atomic_file(target) as partial:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with open(partial, "wb") as file, tqdm(total=size, unit="B", unit_scale=True, desc="CIFAR-10",
+                                                   disable=None) as progress:  # a bar in a terminal only
+                while chunk := response.read(1 << 20):
+                    file.write(chunk)
+                    progress.update(len(chunk))
     except OSError as error:
         raise FileNotFoundError(
             f"data.archive: {archive} is missing and downloading {URL} failed ({error}); "

@@ -39,9 +39,7 @@ def load_source(data: DataParams) -> Source:
     if data.source == "folder":
         train, test, classes, skipped = read_folder(Path(data.path))
         return Source(train, test, classes, skipped=tuple(skipped))
-    archive = Path(data.archive)
-    if not archive.is_file():
-        cifar10.download(archive)
+    archive = cifar10.locate(Path(data.archive))
     checksum = cifar10.verify(archive, data.verify)
     train, test = cifar10.read(archive)
     return Source(train, test, cifar10.CLASSES, checksum)

@@ -70,6 +70,13 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
+def own_keras_home(tmp_path, monkeypatch):
+    """Keras's home holds the shared CIFAR-10 archive and ImageNet weights: a test sees its own, empty one,
+    whatever this machine has downloaded."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+
+
+@pytest.fixture(autouse=True)
 def fresh_tensorflow_state():
     """Op determinism and the mixed-precision policy are process-wide: no test inherits another's."""
     yield

@@ -1,6 +1,10 @@
 """The CIFAR-10 reader: pixel- and label-exact on a fabricated archive, and safe on a hostile one."""
+import io
 import pickle
+import sys
 import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -102,18 +106,50 @@ def test_download_writes_the_archive_whole(tmp_path, monkeypatch):
     source, _ = fabricated_cifar(tmp_path / "source.tar.gz")
     monkeypatch.setattr(cifar10, "URL", source.as_uri())
     target = tmp_path / "raw" / "cifar-10-python.tar.gz"
-    cifar10.download(target)
+    cifar10.download(target, target)
     assert target.read_bytes() == source.read_bytes()
     assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
+def test_the_download_shows_a_progress_bar_in_a_terminal(tmp_path, monkeypatch):
+    source, _ = fabricated_cifar(tmp_path / "source.tar.gz")
+    monkeypatch.setattr(cifar10, "URL", source.as_uri())
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", terminal)
+    cifar10.download(tmp_path / "archive.tar.gz", tmp_path / "archive.tar.gz")
+    assert "CIFAR-10: 100%" in terminal.getvalue(), terminal.getvalue()
+
+
 def test_a_failed_download_says_where_to_put_the_archive(tmp_path, monkeypatch):
     monkeypatch.setattr(cifar10, "URL", (tmp_path / "nowhere.tar.gz").as_uri())
-    target = tmp_path / "raw" / "cifar-10-python.tar.gz"
-    with pytest.raises(FileNotFoundError, match=rf"download it by hand to {target}.*data.source: synthetic"):
-        cifar10.download(target)
-    assert not target.exists()
+    archive = tmp_path / "raw" / "cifar-10-python.tar.gz"
+    with pytest.raises(FileNotFoundError, match=rf"download it by hand to {archive}.*data.source: synthetic"):
+        cifar10.locate(archive)
+    assert not archive.exists() and not cifar10.shared_archive().exists()
     assert not list(tmp_path.rglob("*partial*"))
+
+
+def test_runs_without_the_archive_share_one_download(tmp_path, monkeypatch):
+    """Queued experiments start in fresh workspaces without data/raw: the first downloads the shared copy
+    while the others wait for it, then all read it."""
+    source, _ = fabricated_cifar(tmp_path / "source.tar.gz")
+    monkeypatch.setattr(cifar10, "URL", source.as_uri())
+    downloads, download = [], cifar10.download
+
+    def slow_download(target, archive):
+        downloads.append(target)
+        time.sleep(0.5)  # long enough for every other run to find the copy missing and queue on the lock
+        download(target, archive)
+
+    monkeypatch.setattr(cifar10, "download", slow_download)
+    workspaces = [tmp_path / f"workspace-{index}" / "data/raw/cifar-10-python.tar.gz" for index in range(3)]
+    with ThreadPoolExecutor(len(workspaces)) as runs:
+        located = list(runs.map(cifar10.locate, workspaces))
+    assert downloads == [cifar10.shared_archive()]
+    assert located == [cifar10.shared_archive()] * 3
+    assert cifar10.shared_archive().read_bytes() == source.read_bytes()
+    assert not any(workspace.exists() for workspace in workspaces)
 
 
 def test_synthetic_data_is_deterministic_and_balanced():

@@ -1,11 +1,13 @@
 """Each stage's run() on tiny synthetic data: shapes, dtypes, files, and numbers that must agree."""
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from stages import cifar10, evaluate, paths, prepare
+from stages.atomic import sha256_of
 from stages.classifier import save_classifier
 from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
@@ -38,6 +40,18 @@ def test_prepare_reads_the_cifar_archive_pixel_exact(workdir):
     assert sorted(map(bytes, cached)) == sorted(map(bytes, original))
     np.testing.assert_array_equal(np.load(paths.images("test")), splits["test_batch"][0])
     np.testing.assert_array_equal(np.load(paths.labels("test")).argmax(1), splits["test_batch"][1])
+
+
+def test_prepare_without_the_archive_downloads_the_shared_copy_once(workdir, monkeypatch):
+    source, _ = fabricated_cifar(workdir / "served.tar.gz", per_batch=(20,) * 5, test_count=30)
+    monkeypatch.setattr(cifar10, "URL", source.as_uri())
+    write_params(workdir, {"data": {"source": "cifar10", "verify": False, "val_size": 20, "limit": None}})
+    run_stages(prepare)
+    assert not Path(load_params().data.archive).exists()  # data/raw/...: nothing downloaded into the workspace
+    assert cifar10.shared_archive().read_bytes() == source.read_bytes()
+    assert json.loads(paths.PREPARED_INFO.read_text())["archive_sha256"] == sha256_of(source)
+    source.unlink()  # a second run, e.g. a queued experiment, needs no download
+    run_stages(prepare)
 
 
 @EVALUATED_GROUP
