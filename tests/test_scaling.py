@@ -1,4 +1,5 @@
 """Beyond one machine: a shared DVC remote, queued experiments, and training on several devices."""
+import hashlib
 import json
 import os
 import subprocess
@@ -18,26 +19,39 @@ OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/
            "models/cifar10.h5", "metrics/metrics.json"]
 
 
+def md5_of(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def git(repo, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env={**os.environ, **GIT_IDENTITY})
 
 
 @pytest.mark.slow
 @REPRODUCED_GROUP
-def test_pushed_results_pull_into_a_fresh_clone_with_nothing_to_rerun(reproduced_repo, tmp_path):
+def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the_same_bytes(reproduced_repo, tmp_path):
     dvc(reproduced_repo, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
     git(reproduced_repo, "add", "-A")
     git(reproduced_repo, "commit", "-qm", "results")
     dvc(reproduced_repo, "push")
+    # A DVC remote keeps each file under files/md5/<first two hex digits>/<the rest>.
+    pushed = {f"{path.parent.name}{path.name}" for path in (tmp_path / "remote").rglob("*") if path.is_file()}
+    assert md5_of(reproduced_repo / OUTPUTS[0]) not in pushed  # the cached images stay behind
+    assert {md5_of(reproduced_repo / output) for output in OUTPUTS[1:4]} <= pushed  # features and models go
 
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(reproduced_repo), str(clone))
-    assert not (clone / "models/cifar10.keras").exists()
-    dvc(clone, "pull")
-    for output in OUTPUTS:
+    dvc(clone, "pull", "--allow-missing")  # the README's command: the prepared images are not on the remote
+    assert not (clone / "data/prepared").exists()
+    for output in OUTPUTS[1:]:
         assert (clone / output).read_bytes() == (reproduced_repo / output).read_bytes(), output
-    assert "Running stage" not in dvc(clone, "repro")
+    rerun = dvc(clone, "repro")
+    assert "Running stage 'prepare'" in rerun and "Running stage 'extract'" not in rerun, rerun
+    assert "Running stage 'train'" not in rerun and "Running stage 'evaluate'" not in rerun, rerun
+    assert (clone / OUTPUTS[0]).read_bytes() == (reproduced_repo / OUTPUTS[0]).read_bytes()
     assert json.loads(dvc(clone, "status", "--json")) == {}
+    changed = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
+    assert changed == "", changed  # dvc.lock as committed: prepare made the recorded hash
 
 
 def queue_finished(repo) -> bool:
