@@ -54,6 +54,31 @@ def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the
     assert changed == "", changed  # dvc.lock as committed: prepare made the recorded hash
 
 
+@pytest.mark.slow
+@REPRODUCED_GROUP
+def test_a_registered_model_version_is_fetched_without_cloning(reproduced_repo, tmp_path):
+    dvc(reproduced_repo, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    git(reproduced_repo, "add", "-A")
+    git(reproduced_repo, "commit", "-qm", "results")
+    dvc(reproduced_repo, "push")
+    git(reproduced_repo, "tag", "-a", "cifar10-classifier@v1.0.0", "-m", "densenet121 on tiny synthetic data")
+
+    fetched = tmp_path / "elsewhere"
+    fetched.mkdir()
+    dvc(fetched, "artifacts", "get", str(reproduced_repo), "cifar10-classifier")  # the README's command
+    import keras
+
+    model = keras.models.load_model(fetched / "models/cifar10.keras")
+    images = np.load(reproduced_repo / "data/prepared/test_images.npy")[:4]
+    original = keras.models.load_model(reproduced_repo / "models/cifar10.keras")
+    np.testing.assert_array_equal(model.predict(images, verbose=0), original.predict(images, verbose=0))
+    assert json.loads((fetched / "models/cifar10.classes.json").read_text())[0] == "pattern_0"
+    from dvc.repo import Repo
+
+    entry = Repo(str(reproduced_repo)).artifacts.read()["dvc.yaml"]["cifar10-classifier"]
+    assert entry.type == "model" and entry.meta["backbone"] == "densenet121" and entry.meta["image_size"] == 32
+
+
 def queue_finished(repo) -> bool:
     status = dvc(repo, "queue", "status")
     return not any(state in status for state in ("Queued", "Running"))
