@@ -27,13 +27,18 @@ def git(repo, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env={**os.environ, **GIT_IDENTITY})
 
 
+def commit_and_push(repo, remote) -> None:
+    """The README's way to share results: a DVC remote, the results committed, their data pushed."""
+    dvc(repo, "remote", "add", "--default", "shared", str(remote))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "results")
+    dvc(repo, "push")
+
+
 @pytest.mark.slow
 @REPRODUCED_GROUP
 def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the_same_bytes(reproduced_repo, tmp_path):
-    dvc(reproduced_repo, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
-    git(reproduced_repo, "add", "-A")
-    git(reproduced_repo, "commit", "-qm", "results")
-    dvc(reproduced_repo, "push")
+    commit_and_push(reproduced_repo, tmp_path / "remote")
     # A DVC remote keeps each file under files/md5/<first two hex digits>/<the rest>.
     pushed = {f"{path.parent.name}{path.name}" for path in (tmp_path / "remote").rglob("*") if path.is_file()}
     assert md5_of(reproduced_repo / OUTPUTS[0]) not in pushed  # the cached images stay behind
@@ -57,10 +62,7 @@ def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the
 @pytest.mark.slow
 @REPRODUCED_GROUP
 def test_a_registered_model_version_is_fetched_without_cloning(reproduced_repo, tmp_path):
-    dvc(reproduced_repo, "remote", "add", "--default", "shared", str(tmp_path / "remote"))
-    git(reproduced_repo, "add", "-A")
-    git(reproduced_repo, "commit", "-qm", "results")
-    dvc(reproduced_repo, "push")
+    commit_and_push(reproduced_repo, tmp_path / "remote")
     git(reproduced_repo, "tag", "-a", "cifar10-classifier@v1.0.0", "-m", "densenet121 on tiny synthetic data")
 
     fetched = tmp_path / "elsewhere"
