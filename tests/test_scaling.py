@@ -81,6 +81,49 @@ def test_a_registered_model_version_is_fetched_without_cloning(reproduced_repo, 
     assert entry.type == "model" and entry.meta["backbone"] == "densenet121" and entry.meta["image_size"] == 32
 
 
+def experiment_backbones(repo) -> dict[str, str]:
+    """Experiment name -> its model.backbone, from `dvc exp show --json`."""
+    rows = json.loads(dvc(repo, "exp", "show", "--json"))
+    return {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]["model"]["backbone"]
+            for row in rows for experiment in row.get("experiments") or [] for rev in experiment["revs"]}
+
+
+@pytest.mark.slow
+@REPRODUCED_GROUP
+def test_experiments_run_on_two_machines_meet_in_a_third(reproduced_repo, tmp_path):
+    """The README's sweep across machines: a shared git remote and a shared DVC remote, one backbone each."""
+    shared_git = tmp_path / "shared.git"
+    git(tmp_path, "init", "-q", "--bare", str(shared_git))
+    commit_and_push(reproduced_repo, tmp_path / "remote")
+    git(reproduced_repo, "push", "-q", str(shared_git), "HEAD:main")
+    git(shared_git, "symbolic-ref", "HEAD", "refs/heads/main")
+
+    for machine, backbone in (("first", "densenet121"), ("second", "vgg16")):
+        clone = tmp_path / machine
+        git(tmp_path, "clone", "-q", str(shared_git), str(clone))
+        dvc(clone, "pull", "--allow-missing")
+        dvc(clone, "exp", "run", "-n", f"{backbone}-on-{machine}", "-S", f"model.backbone={backbone}")
+        dvc(clone, "exp", "push", "origin", f"{backbone}-on-{machine}")
+
+    third = tmp_path / "third"
+    git(tmp_path, "clone", "-q", str(shared_git), str(third))
+    dvc(third, "exp", "pull", "origin")
+    assert experiment_backbones(third) == {"densenet121-on-first": "densenet121", "vgg16-on-second": "vgg16"}
+    metrics = json.loads(dvc(third, "exp", "show", "--json"))
+    accuracies = [rev["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+                  for row in metrics for experiment in row.get("experiments") or [] for rev in experiment["revs"]]
+    assert len(accuracies) == 2 and all(accuracy > CLEARLY_ABOVE_CHANCE for accuracy in accuracies), accuracies
+
+    # A branch, not `dvc exp apply`, which would also check out data/prepared, never pushed (push: false).
+    dvc(third, "exp", "branch", "vgg16-on-second", "vgg16")
+    git(third, "checkout", "-q", "vgg16")
+    dvc(third, "pull", "--allow-missing")
+    import keras
+
+    model = keras.models.load_model(third / "models/cifar10.keras")
+    assert model.name == "vgg16_classifier"
+
+
 def queue_finished(repo) -> bool:
     status = dvc(repo, "queue", "status")
     return not any(state in status for state in ("Queued", "Running"))
