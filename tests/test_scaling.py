@@ -37,7 +37,7 @@ def commit_and_push(repo, remote) -> None:
 
 @pytest.mark.slow
 @REPRODUCED_GROUP
-def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the_same_bytes(reproduced_repo, tmp_path):
+def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is_fetched(reproduced_repo, tmp_path):
     commit_and_push(reproduced_repo, tmp_path / "remote")
     # A DVC remote keeps each file under files/md5/<first two hex digits>/<the rest>.
     pushed = {f"{path.parent.name}{path.name}" for path in (tmp_path / "remote").rglob("*") if path.is_file()}
@@ -58,13 +58,8 @@ def test_pushed_results_pull_into_a_fresh_clone_where_only_prepare_reruns_to_the
     changed = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
     assert changed == "", changed  # dvc.lock as committed: prepare made the recorded hash
 
-
-@pytest.mark.slow
-@REPRODUCED_GROUP
-def test_a_registered_model_version_is_fetched_without_cloning(reproduced_repo, tmp_path):
-    commit_and_push(reproduced_repo, tmp_path / "remote")
+    # The model registry: a version tagged in the repository, fetched from it and the remote without a clone.
     git(reproduced_repo, "tag", "-a", "cifar10-classifier@v1.0.0", "-m", "densenet121 on tiny synthetic data")
-
     fetched = tmp_path / "elsewhere"
     fetched.mkdir()
     dvc(fetched, "artifacts", "get", str(reproduced_repo), "cifar10-classifier")  # the README's command
