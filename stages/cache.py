@@ -1,13 +1,72 @@
-"""Reading the cached features back: numpy only, and refused when a value is NaN or infinite.
+"""The caches on disk (resized images, features): written and read a block of rows at a time, and
+features refused when a value is NaN or infinite.
+
+Plain reads and writes, not memory maps: every page of a map that a process touches counts as its
+resident memory (and against a container's memory limit) until the map is closed, so a stage walking a
+9 GB cache through a map ends up holding 9 GB; through reads and writes it holds one block.
 
 A non-finite feature poisons training differently on each path (some kernels turn it into a NaN
 loss, others into a flat one), so it is stopped here, before any kernel sees it.
 """
+import os
 from pathlib import Path
 
 import numpy as np
 
 from stages import paths
+
+
+class RowReader:
+    """A .npy file's rows, read on demand: `reader[start:stop]` is a fresh array."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            self.shape, fortran_order, self.dtype = read_header(file)
+            self.offset = file.tell()
+        if fortran_order or self.dtype.hasobject:
+            raise ValueError(f"{path} is not a cache this pipeline writes; run `dvc repro --force` to rebuild it")
+        self.path = path
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(len(self))
+        if step != 1:
+            raise IndexError("RowReader reads runs of rows")
+        count = max(0, stop - start)
+        with open(self.path, "rb") as file:
+            data = os.pread(file.fileno(), count * self.row_bytes, self.offset + start * self.row_bytes)
+        if len(data) != count * self.row_bytes:
+            raise ValueError(f"{self.path} is shorter than its header says (damaged or truncated); "
+                             f"run `dvc repro --force` to rebuild it")
+        return np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
+
+
+class RowWriter:
+    """A .npy file written front to back; `append(rows)` adds rows, and closing checks that all came."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype):
+        self.path, self.shape, self.dtype, self.written = path, shape, np.dtype(dtype), 0
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def append(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+        self.written += len(rows)
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.file.close()
+        if kind is None and self.written != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.written} rows written of {self.shape[0]}")
 
 
 def first_non_finite_row(rows: np.ndarray) -> int | None:

@@ -5,10 +5,9 @@ To spread this over hosts or GPUs, see `python -m stages.shards`.
 import logging
 import time
 
-import numpy as np
-
 from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
+from stages.cache import RowReader
 from stages.cli import run_stage
 from stages.features import batch_starts, build_engine, extract_rows
 from stages.params import Params
@@ -26,7 +25,7 @@ def run(params: Params) -> None:
             engine, width, recipe = build_engine(params, image_size)
             built = time.perf_counter()
             for split in paths.SPLITS:
-                images = np.load(paths.images(split), mmap_mode="r")
+                images = RowReader(paths.images(split))
                 starts = batch_starts(len(images), params.extract.batch_size)
                 extract_rows(engine, width, images, params.extract.batch_size, starts, paths.features(split, out))
                 timing["images"] += len(images)

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from stages.cache import first_non_finite_row
+from stages.cache import RowReader, RowWriter, first_non_finite_row
 from stages.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
 from stages.models import build_backbone, image_model
 from stages.params import Params
@@ -25,8 +25,8 @@ def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -
     return starts[shard * per_shard:(shard + 1) * per_shard]
 
 
-def image_batches(images: np.ndarray, batch_size: int, starts: range):
-    """Fixed-size batches from the memory-mapped cache, read ahead by tf.data while the engine computes.
+def image_batches(images: RowReader, batch_size: int, starts: range):
+    """Fixed-size batches from the cache, read ahead by tf.data while the engine computes.
 
     The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
@@ -39,24 +39,19 @@ def image_batches(images: np.ndarray, batch_size: int, starts: range):
     return tf.data.Dataset.from_generator(read, output_signature=signature).prefetch(2).as_numpy_iterator()
 
 
-def extract_rows(engine: Engine, width: int, images: np.ndarray, batch_size: int, starts: range, out: Path) -> None:
+def extract_rows(engine: Engine, width: int, images: RowReader, batch_size: int, starts: range, out: Path) -> None:
     """Features of the batches at `starts` into `out`; a NaN or infinite feature stops it, naming the image."""
-    if not starts:  # a shard with no batch of this split
-        np.save(out, np.zeros((0, width), np.float32))
-        return
-    first = starts[0]
-    rows = min(starts[-1] + batch_size, len(images)) - first
-    features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(rows, width))
-    with tqdm(total=rows, desc=f"extract {out.stem}", unit="img", disable=None) as progress:
+    rows = min(starts[-1] + batch_size, len(images)) - starts[0] if starts else 0  # a shard may have no batch
+    with RowWriter(out, (rows, width), np.float32) as features, \
+            tqdm(total=rows, desc=f"extract {out.stem}", unit="img", disable=None) as progress:
         for start, batch in zip(starts, image_batches(images, batch_size, starts)):
             count = min(batch_size, len(images) - start)
             computed = engine(batch)[:count]
             if (bad := first_non_finite_row(computed)) is not None:
                 raise ValueError(f"extract: the backbone gave non-finite features for {out.stem} image "
                                  f"{start + bad}; check model.weights, or set extract.precision: float32")
-            features[start - first:start - first + count] = computed
+            features.append(computed)
             progress.update(count)
-    features.flush()
 
 
 def build_engine(params: Params, image_size: int) -> tuple[Engine, int, dict]:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from stages import paths
 from stages.atomic import atomic_directory, write_json
+from stages.cache import RowWriter
 from stages.cli import run_stage
 from stages import cifar10
 from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, read_image, synthetic_split
@@ -71,16 +72,14 @@ def same_size_batches(chunk: np.ndarray | ImageFiles) -> Iterator[np.ndarray]:
 
 
 def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> None:
-    """Resize in chunks straight into a memory-mapped .npy, never holding the split as float32."""
-    cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
+    """Resize in chunks, each appended to the .npy as it comes, never holding the split as float32."""
     # The same layer the saved model uses, so cached and in-model resizing agree.
     resize = keras.layers.Resizing(size, size)
-    for start in tqdm(range(0, len(images), RESIZE_CHUNK), desc=f"resize {path.name}", disable=None):
-        batches = same_size_batches(images[start:start + RESIZE_CHUNK])
-        resized = np.concatenate([keras.ops.convert_to_numpy(resize(b.astype(np.float32))) for b in batches])
-        cache[start:start + len(resized)] = np.clip(np.rint(resized), 0, 255)
-    cache.flush()
-    del cache
+    with RowWriter(path, (len(images), size, size, 3), np.uint8) as cache:
+        for start in tqdm(range(0, len(images), RESIZE_CHUNK), desc=f"resize {path.name}", disable=None):
+            batches = same_size_batches(images[start:start + RESIZE_CHUNK])
+            resized = np.concatenate([keras.ops.convert_to_numpy(resize(b.astype(np.float32))) for b in batches])
+            cache.append(np.clip(np.rint(resized), 0, 255))
 
 
 def split_source(source: Source, data: DataParams) -> dict[str, Split]:

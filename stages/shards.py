@@ -12,6 +12,7 @@ import numpy as np
 
 from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
+from stages.cache import RowReader, RowWriter
 from stages.cli import run_stage
 from stages.engines import resolve
 from stages.features import batch_starts, build_engine, extract_rows
@@ -34,7 +35,7 @@ def extract_shard(params: Params, shard: int, shards: int) -> None:
     with atomic_directory(paths.shard(shard, shards)) as out:
         rows = {}
         for split in paths.SPLITS:
-            images = np.load(paths.images(split), mmap_mode="r")
+            images = RowReader(paths.images(split))
             starts = batch_starts(len(images), params.extract.batch_size, shard, shards)
             extract_rows(engine, width, images, params.extract.batch_size, starts, paths.features(split, out))
             rows[split] = starts[0] if starts else len(images)
@@ -77,20 +78,19 @@ def check_engines(engines: list[str], params: Params) -> None:
 
 def merged_split(split: str, shards: int, infos: list[dict], count: int, out: Path) -> None:
     """Concatenate the shards' rows of a split, checking that each starts where the previous one ended."""
-    parts = [np.load(paths.features(split, paths.shard(index, shards)), mmap_mode="r") for index in range(shards)]
+    parts = [RowReader(paths.features(split, paths.shard(index, shards))) for index in range(shards)]
     if sum(len(part) for part in parts) != count:
         raise ValueError(f"the shards hold {sum(len(part) for part in parts)} {split} rows, but data/prepared has "
                          f"{count} {split} images; extract every shard again")
-    merged = np.lib.format.open_memmap(paths.features(split, out), mode="w+", dtype=np.float32,
-                                       shape=(count, parts[0].shape[1]))
     row = 0
-    for index, (part, info) in enumerate(zip(parts, infos)):
-        if len(part) and info["first_rows"][split] != row:
-            raise ValueError(f"shard {index} of {shards} starts its {split} rows at {info['first_rows'][split]}, "
-                             f"not at {row} where the previous shard ended; extract that shard again")
-        merged[row:row + len(part)] = part
-        row += len(part)
-    merged.flush()
+    with RowWriter(paths.features(split, out), (count, parts[0].shape[1]), np.float32) as merged:
+        for index, (part, info) in enumerate(zip(parts, infos)):
+            if len(part) and info["first_rows"][split] != row:
+                raise ValueError(f"shard {index} of {shards} starts its {split} rows at "
+                                 f"{info['first_rows'][split]}, not at {row} where the previous shard ended; "
+                                 f"extract that shard again")
+            merged.append(part[:])
+            row += len(part)
 
 
 def merge_shards(params: Params, shards: int) -> None:
