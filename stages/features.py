@@ -3,6 +3,7 @@
 Shared by the extract stage and the shard tool, so one process and N shards compute the same bytes.
 """
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +27,22 @@ def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -
 
 
 def image_batches(images: RowReader, batch_size: int, starts: range):
-    """Fixed-size batches from the cache, read ahead by tf.data while the engine computes.
+    """Fixed-size batches from the cache, each read by a thread while the engine computes the one before.
 
+    A thread, not tf.data's from_generator: through it, extraction of 1,000 images at 224x224 ran at 64 %
+    of the engine's own rate, its batches waiting seconds on tf.data's machinery outside the engine.
     The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
-    def read():
-        for start in starts:
-            batch = images[start:start + batch_size]
-            yield np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+    def read(start: int) -> np.ndarray:
+        batch = images[start:start + batch_size]
+        return np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
 
-    signature = tf.TensorSpec((batch_size, *images.shape[1:]), tf.uint8)
-    return tf.data.Dataset.from_generator(read, output_signature=signature).prefetch(2).as_numpy_iterator()
+    with ThreadPoolExecutor(1) as reader:
+        upcoming = [reader.submit(read, start) for start in starts[:1]]
+        for following in starts[1:]:
+            upcoming.append(reader.submit(read, following))
+            yield upcoming.pop(0).result()
+        yield from (batch.result() for batch in upcoming)
 
 
 def extract_rows(engine: Engine, width: int, images: RowReader, batch_size: int, starts: range, out: Path) -> None:
