@@ -10,7 +10,7 @@ from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
 from stages.cache import RowReader
 from stages.cli import run_stage
-from stages.features import batch_starts, build_engine, extract_rows
+from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
 from stages.params import Params
 
 log = logging.getLogger("extract")
@@ -49,7 +49,8 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     seconds everything after building the engine."""
     started = time.perf_counter()
     engine, width, recipe = build_engine(params, image_size)
-    built, timed_engine, batch_size = time.perf_counter(), FirstCallTimer(engine), params.extract.batch_size
+    built, timed_engine = time.perf_counter(), FirstCallTimer(engine)
+    batch_size = engine_batch_size(params.extract.batch_size, read_json(paths.PREPARED_INFO)["counts"])
     counts = []
     for split in paths.SPLITS:
         images = RowReader(paths.images(split))

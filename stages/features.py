@@ -18,6 +18,13 @@ from stages.params import Params
 log = logging.getLogger("extract")
 
 
+def engine_batch_size(batch_size: int, split_counts: dict[str, int]) -> int:
+    """extract.batch_size, or the largest split's size when every split is smaller: the rest of a padded
+    batch is computed for nothing (40 images at batch 64 made 192 rows), and one batch size for every
+    split keeps XLA and OpenVINO to one compilation."""
+    return min(batch_size, max(split_counts.values()))
+
+
 def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -> range:
     """The first image of each batch in this shard: whole batches, so every image meets the engine
     in the same batch, at the same position, however the work is split."""

@@ -15,7 +15,7 @@ from stages.atomic import atomic_directory, read_json, write_json
 from stages.cache import RowReader, RowWriter
 from stages.cli import run_stage
 from stages.engines import resolve
-from stages.features import batch_starts, build_engine, extract_rows
+from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
 from stages.params import Params
 
 log = logging.getLogger("shards")
@@ -30,14 +30,15 @@ def prepared_fingerprint() -> str:
 
 
 def extract_shard(params: Params, shard: int, shards: int) -> None:
-    image_size = read_json(paths.PREPARED_INFO)["image_size"]
-    engine, width, recipe = build_engine(params, image_size)
+    prepared = read_json(paths.PREPARED_INFO)
+    engine, width, recipe = build_engine(params, prepared["image_size"])
+    batch_size = engine_batch_size(params.extract.batch_size, prepared["counts"])  # as extract's, so the bytes agree
     with atomic_directory(paths.shard(shard, shards)) as out:
         rows = {}
         for split in paths.SPLITS:
             images = RowReader(paths.images(split))
-            starts = batch_starts(len(images), params.extract.batch_size, shard, shards)
-            extract_rows(engine, width, images, params.extract.batch_size, starts, paths.features(split, out))
+            starts = batch_starts(len(images), batch_size, shard, shards)
+            extract_rows(engine, width, images, batch_size, starts, paths.features(split, out))
             rows[split] = starts[0] if starts else len(images)
         write_json(paths.info(out), {**recipe, "prepared": prepared_fingerprint(), "first_rows": rows})
     log.info("wrote shard %d of %d to %s", shard, shards, paths.shard(shard, shards))

@@ -9,6 +9,7 @@ import pytest
 from stages import cifar10, evaluate, paths, prepare
 from stages.atomic import sha256_of
 from stages.classifier import save_classifier
+from stages.features import engine_batch_size
 from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
 
@@ -120,3 +121,9 @@ def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     with pytest.raises(ValueError, match=r"^evaluate: models/cifar10.keras computes features of raw test images up "
                                          r"to .* \(tolerance 0.01 for extract.precision float32\)"):
         run_stages(evaluate)
+
+
+def test_batches_are_no_larger_than_the_largest_split():
+    # 40 images at extract.batch_size 64 computed 192 padded rows before: now 60, in one shape for all splits.
+    assert engine_batch_size(64, {"train": 10, "val": 10, "test": 20}) == 20
+    assert engine_batch_size(64, {"train": 45000, "val": 5000, "test": 10000}) == 64
