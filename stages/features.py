@@ -36,7 +36,7 @@ def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -
 def image_batches(images: RowReader, batch_size: int, starts: range):
     """Fixed-size batches from the cache, each read by a thread while the engine computes the one before.
 
-    A thread, not tf.data's from_generator: through it, extraction of 1,000 images at 224x224 ran at 64 %
+    A thread, not tf.data's from_generator: through it, extraction of 1,000 images at 224x224 ran at 61 %
     of the engine's own rate, its batches waiting seconds on tf.data's machinery outside the engine.
     The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
