@@ -78,7 +78,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def shown(value) -> str:
+def as_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -93,7 +93,7 @@ def result_of(name: str, data: dict | None) -> Result | None:
     train = metrics.get(str(paths.TRAIN_TIMING), {})
     outs = data.get("outs") or {}
     prepared = (outs.get(str(paths.PREPARED)) or {}).get("hash")
-    setting = tuple(sorted((key, shown(value)) for key, value in params.items() if key not in NOT_COMPARED))
+    setting = tuple(sorted((key, as_text(value)) for key, value in params.items() if key not in NOT_COMPARED))
     return Result(
         experiment=name, backbone=params.get("model.backbone", "?"), accuracy=test["accuracy"],
         test_images=test.get("test_images"), macro_f1=test.get("macro_f1"),
