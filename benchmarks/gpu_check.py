@@ -28,11 +28,11 @@ from stages.evaluate import FEATURE_TOLERANCE, relative_differences
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_params(folder: Path, images: int, epochs: int, engine: str = "tensorflow",
+def write_params(folder: Path, images: int, epochs: int, backbone: str, engine: str = "tensorflow",
                  precision: str = "float32") -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(source="synthetic", image_size=224, limit=images, val_size=max(10, images // 10))
-    params["model"]["weights"] = "none"
+    params["model"].update(backbone=backbone, weights="none")
     params["extract"].update(engine=engine, precision=precision)
     params["train"]["epochs"] = epochs
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -49,6 +49,7 @@ def stage(module: str, folder: Path, *args: str) -> str:
 
 def extract_timed(out: str) -> None:
     """In a process of its own: extract every split into `out`, print images/s of the extraction alone."""
+    from stages.cache import RowReader
     from stages.features import batch_starts, build_engine, extract_rows
     from stages.params import load_params
 
@@ -58,7 +59,7 @@ def extract_timed(out: str) -> None:
     engine(np.zeros((batch, 224, 224, 3), np.uint8))  # compile and warm up outside the timing
     count, start = 0, time.perf_counter()
     for split in paths.SPLITS:
-        images = np.load(paths.images(split), mmap_mode="r")
+        images = RowReader(paths.images(split))
         extract_rows(engine, width, images, batch, batch_starts(len(images), batch), Path(out) / f"{split}.npy")
         count += len(images)
     print(json.dumps({"images": count, "images_per_s": count / (time.perf_counter() - start)}))
@@ -72,14 +73,14 @@ def largest_difference(features_a: dict, features_b: dict) -> float:
     return max(float(relative_differences(features_a[s], features_b[s]).max()) for s in paths.SPLITS)
 
 
-def test_accuracy(work: Path, extracted: Path, images: int, epochs: int, precision: str) -> float:
+def test_accuracy(work: Path, extracted: Path, images: int, epochs: int, backbone: str, precision: str) -> float:
     """The head trained and evaluated on features extracted at `precision`."""
     shutil.rmtree(work / paths.FEATURES, ignore_errors=True)
     shutil.copytree(extracted, work / paths.FEATURES)
-    info = {"enabled": True, "image_size": 224, "backbone": "densenet121", "weights": "none", "seed": 42,
+    info = {"enabled": True, "image_size": 224, "backbone": backbone, "weights": "none", "seed": 42,
             "engine": "tensorflow", "precision": precision, "batch_size": 64}
     (work / paths.FEATURES_INFO).write_text(json.dumps(info))
-    write_params(work, images, epochs, precision=precision)
+    write_params(work, images, epochs, backbone, precision=precision)
     stage("stages.train", work)
     stage("stages.evaluate", work)
     return json.loads((work / paths.METRICS_FILE).read_text())["accuracy"]
@@ -114,10 +115,10 @@ def two_runs(work: Path, engine: str, precision: str) -> tuple[Path, bool]:
     return work / f"{engine}-{precision}-1", same
 
 
-def mixed_agrees(work: Path, float32: Path, mixed: Path, images: int, epochs: int) -> bool:
+def mixed_agrees(work: Path, float32: Path, mixed: Path, images: int, epochs: int, backbone: str) -> bool:
     """Mixed-precision features near float32 ones, and the head's test accuracy on them within noise."""
     difference = largest_difference(features(mixed), features(float32))
-    accuracy = {p: test_accuracy(work, folder, images, epochs, p) for p, folder in
+    accuracy = {p: test_accuracy(work, folder, images, epochs, backbone, p) for p, folder in
                 (("float32", float32), ("mixed", mixed))}
     test_count = len(np.load(work / paths.labels("test"), mmap_mode="r"))
     p = accuracy["float32"]
@@ -129,22 +130,22 @@ def mixed_agrees(work: Path, float32: Path, mixed: Path, images: int, epochs: in
     return agrees
 
 
-def check(images: int, engines: list[str], epochs: int) -> bool:
+def check(images: int, engines: list[str], epochs: int, backbone: str) -> bool:
     from stages.engines import gpu_available
 
     print(f"device: {'GPU' if gpu_available() else 'CPU (no GPU found)'}; {images} synthetic images per split "
-          f"at 224x224, DenseNet-121 (random weights)")
+          f"at 224x224, {backbone} (random weights)")
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
-    write_params(work, images, epochs)
+    write_params(work, images, epochs, backbone)
     stage("stages.prepare", work)
     ok, runs = True, {}
     for engine in engines:
         for precision in precisions():
-            write_params(work, images, epochs, engine, precision)
+            write_params(work, images, epochs, backbone, engine, precision)
             runs[engine, precision], same = two_runs(work, engine, precision)
             ok &= same
     if ("tensorflow", "mixed") in runs:
-        ok &= mixed_agrees(work, runs["tensorflow", "float32"], runs["tensorflow", "mixed"], images, epochs)
+        ok &= mixed_agrees(work, runs["tensorflow", "float32"], runs["tensorflow", "mixed"], images, epochs, backbone)
     shutil.rmtree(work, ignore_errors=True)
     print("gpu_check:", "all checks passed" if ok else "SOME CHECKS FAILED")
     return ok
@@ -155,12 +156,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="synthetic images per split (a limit)")
     parser.add_argument("--engines", default="tensorflow,xla", help="comma-separated extract.engine values")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the head for the accuracy comparison")
+    parser.add_argument("--backbone", default="densenet121", help="model.backbone")
     parser.add_argument("--extract-into", help=argparse.SUPPRESS)  # one timed extraction, in its own process
     args = parser.parse_args()
     if args.extract_into:
         extract_timed(args.extract_into)
         return
-    sys.exit(0 if check(args.images, args.engines.split(","), args.epochs) else 1)
+    sys.exit(0 if check(args.images, args.engines.split(","), args.epochs, args.backbone) else 1)
 
 
 if __name__ == "__main__":
