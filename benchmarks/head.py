@@ -52,7 +52,7 @@ def ours_seconds(features: np.ndarray, labels: np.ndarray, val_count: int, epoch
     val = Batches(features[:val_count], labels[:val_count], BATCH, None)
     with tempfile.TemporaryDirectory() as log, Live(dir=log, dvcyaml=False, save_dvc_exp=False) as live:
         start = time.perf_counter()
-        fit(head, "learning_rate", RATE, epochs, train, val, live, xla=xla)
+        fit(head, "learning_rate", RATE, epochs, train, val, live, on_features=True, xla=xla)
         return time.perf_counter() - start
 
 

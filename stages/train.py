@@ -47,24 +47,31 @@ class LiveEpochs(keras.callbacks.Callback):
 
 # A step of the head on 32 features is a few microseconds of arithmetic and much more of Keras's
 # per-call overhead: run many steps per call. Epochs still end on time (the batches' count is known).
+# A step through the backbone on images is the other way round, and tracing Keras's multi-step loop
+# around it costs seconds (5 s for DenseNet-121 at 32x32 here): one step per call there.
 STEPS_PER_CALL = 64
 
 
-def steps_per_call() -> int:
+def steps_per_call(on_features: bool) -> int:
     # Keras 3.15's multi-step loop fails over several devices ("You must feed a value for placeholder").
-    return STEPS_PER_CALL if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
+    alone = tf.distribute.get_strategy().num_replicas_in_sync == 1
+    return STEPS_PER_CALL if on_features and alone else 1
 
 
 def compile_for_training(model: keras.Model, learning_rate: float, steps_per_execution: int = 1,
                          jit_compile: bool | str = "auto") -> None:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"],
+    # The optimizer's and the metric's variables made here, not inside the first traced step: a step that
+    # creates variables is traced twice, and a step through DenseNet-121 takes seconds to trace.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    model.optimizer.build(model.trainable_variables)
 
 
 def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, train: Batches, val: Batches,
-        live: Live, xla: bool = False) -> None:
+        live: Live, on_features: bool, xla: bool = False) -> None:
     """Train and log; a NaN loss stops at once, naming the learning-rate key to lower."""
-    compile_for_training(model, learning_rate, steps_per_call(), jit_compile=xla)
+    compile_for_training(model, learning_rate, steps_per_call(on_features), jit_compile=xla)
     stop_on_nan = keras.callbacks.TerminateOnNaN()
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar with ETA in a terminal, a line per epoch in logs
     history = model.fit(train.dataset(), validation_data=val.dataset(), epochs=epochs,
@@ -88,7 +95,7 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
     trainee = image_model(params.model.backbone, backbone, size, head, input_size=size, augment=train.augment)
     fit(trainee, "train.fine_tune_learning_rate", train.fine_tune_learning_rate, train.fine_tune_epochs,
         split_batches("train", False, train.batch_size, train.seed + 1),
-        split_batches("val", False, train.batch_size, None), live)
+        split_batches("val", False, train.batch_size, None), live, on_features=False)
 
 
 def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> keras.Model:
@@ -137,7 +144,7 @@ def train_and_save(params: Params) -> None:
                 model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
             fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
                 split_batches("train", use_features, train.batch_size, train.seed),
-                split_batches("val", use_features, train.batch_size, None), live, xla=xla)
+                split_batches("val", use_features, train.batch_size, None), live, on_features=use_features, xla=xla)
         timing["head_seconds"] = time.perf_counter() - started
         if train.fine_tune_layers:
             fine_tune(params, backbone, head, size, live)
@@ -147,7 +154,6 @@ def train_and_save(params: Params) -> None:
     require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
     # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
     compile_for_training(classifier, train.learning_rate)
-    classifier.optimizer.build(classifier.trainable_variables)
     # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
     save_classifier(classifier, classes, {"head_layer": head.name,
                                           "matches_cached_features": use_features and not train.fine_tune_layers})
