@@ -45,6 +45,8 @@ VAL_SHARE = 0.1  # the project's 5,000 of 50,000 training images
 
 QUICK = {"sizes": [40, 160], "image_size": 64, "backbones": "densenet121", "throughput_images": 16,
          "head_features": 5000}
+# A workload of CIFAR-10's size class at 64x64, where the backbone is cheap and fixed costs show.
+LARGE = {"sizes": [2000, 12000], "image_size": 64, "backbones": "densenet121"}
 
 
 @dataclass(frozen=True)
@@ -310,9 +312,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16, help="throughput: images per call")
     parser.add_argument("--head-features", type=int, default=50_000,
                         help="head training: feature vectors, train and validation together")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
-    if parser.parse_args(argv).quick:
-        parser.set_defaults(**QUICK)
+    presets = parser.add_mutually_exclusive_group()
+    presets.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
+    presets.add_argument("--large", action="store_true",
+                         help="end to end on {:,} and {:,} images at {size}x{size}, DenseNet-121 only".format(
+                             *LARGE["sizes"], size=LARGE["image_size"]))
+    chosen = parser.parse_args(argv)
+    if chosen.quick or chosen.large:
+        parser.set_defaults(**(QUICK if chosen.quick else LARGE))
     args = parser.parse_args(argv)
     if len(args.sizes) < 2:
         parser.error("--sizes needs two sizes or more: the crossover and the memory growth compare them")

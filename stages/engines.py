@@ -1,8 +1,9 @@
 """Extraction engines: one frozen feature extractor, run by TensorFlow, by TensorFlow with XLA, or by OpenVINO.
 
 Which is fastest depends on the backbone and the device, so it is measured (python -m benchmarks.run),
-not guessed: `extract.engine: auto` takes the backbone's measured CPU engine from the registry, and
-plain TensorFlow on a GPU, where nothing else has been measured yet.
+not guessed: `extract.engine: auto` takes the backbone's measured CPU engine from the registry (for the
+CPU's kind: with bfloat16 instructions or without), and plain TensorFlow on a GPU, where nothing else has
+been measured yet.
 """
 import re
 from collections.abc import Callable
@@ -34,7 +35,10 @@ def cpu_has_bfloat16() -> bool:
 def resolve(engine: str, backbone: str) -> str:
     if engine != "auto":
         return engine
-    return "tensorflow" if gpu_available() else BACKBONES[backbone].cpu_engine
+    if gpu_available():
+        return "tensorflow"
+    spec = BACKBONES[backbone]
+    return (spec.bf16_cpu_engine if cpu_has_bfloat16() else None) or spec.cpu_engine
 
 
 @contextmanager

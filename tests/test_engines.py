@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stages import extract, paths, prepare, shards
+from stages import engines
 from stages.engines import cpu_has_bfloat16, gpu_available
 from stages.params import load_params
 from tests.conftest import run_module, run_stages, write_params
@@ -32,6 +33,18 @@ def small(small_prepared, workdir):
     write_params(workdir, SMALL)
     shutil.copytree(small_prepared, workdir / "data")
     return workdir
+
+
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_auto_takes_the_engine_measured_fastest_on_this_kind_of_cpu(bfloat16, monkeypatch):
+    monkeypatch.setattr(engines, "gpu_available", lambda: False)
+    monkeypatch.setattr(engines, "cpu_has_bfloat16", lambda: bfloat16)
+    assert engines.resolve("auto", "densenet121") == ("openvino" if bfloat16 else "xla")
+    assert engines.resolve("auto", "convnext_tiny") == "openvino"
+    assert engines.resolve("auto", "vgg16") == "tensorflow"  # measured on neither: plain TensorFlow
+    assert engines.resolve("xla", "convnext_tiny") == "xla"  # a named engine is never replaced
+    monkeypatch.setattr(engines, "gpu_available", lambda: True)
+    assert engines.resolve("auto", "densenet121") == "tensorflow"
 
 
 def test_xla_and_openvino_features_match_tensorflow(small):
