@@ -1,11 +1,13 @@
 """Where a small run's seconds go: `python -m benchmarks.startup` runs the four stages on 40 synthetic images
-at 224x224 (DenseNet-121, random weights, extract.engine auto, 10 epochs), each in a process of its own
+at 224x224 (DenseNet-121, random weights, extract.engine auto, 10 epochs: options change them), each in a process of its own
 as `dvc repro` runs them, and splits each stage's wall clock into phases:
 
 import   Python, TensorFlow, Keras and the stage's own modules
 build    building the backbone (stages.models.build_backbone)
 load     loading a saved model (stages.classifier.load_model)
-extract  running the engine over the images, its compilation included (stages.features.extract_rows)
+compile  tracing the extractor and converting it for its engine (stages.engines.compile_engine)
+extract  running the engine over the images, XLA's or OpenVINO's first-batch compilation included
+         (stages.features.extract_rows)
 fit      Keras's fit, the traced step's compilation included
 save     Keras's Model.save (train writes .keras and .h5)
 other    everything else: reading and writing caches, metrics, plots, the process's start and exit
@@ -22,10 +24,10 @@ from benchmarks.run import run_module, table, write_params
 from stages.atomic import read_json
 
 STAGES = ("prepare", "extract", "train", "evaluate")
-PHASES = ("import", "build", "load", "extract", "fit", "save", "other")
+PHASES = ("import", "build", "load", "compile", "extract", "fit", "save", "other")
 # phase: where the function it times is defined; each is patched there before the stage imports it.
 TIMED = {"build": ("stages.models", "build_backbone"), "load": ("stages.classifier", "load_model"),
-         "extract": ("stages.features", "extract_rows"),
+         "compile": ("stages.engines", "compile_engine"), "extract": ("stages.features", "extract_rows"),
          "fit": ("keras.src.backend.tensorflow.trainer", "TensorFlowTrainer.fit"),
          "save": ("keras.src.models.model", "Model.save")}
 
@@ -65,11 +67,11 @@ def stage_phases(stage: str, out: Path) -> None:
     out.write_text(json.dumps(seconds))
 
 
-def measure(folder: Path, images: int, image_size: int, epochs: int) -> dict:
+def measure(folder: Path, images: int, image_size: int, epochs: int, engine: str) -> dict:
     write_params(folder, {"data": {"source": "synthetic", "image_size": image_size, "limit": images // 2,
                                    "val_size": max(10, images // 8)},
                           "model": {"backbone": "densenet121", "weights": "none"},
-                          "extract": {"engine": "auto", "precision": "float32"}, "train": {"epochs": epochs}})
+                          "extract": {"engine": engine, "precision": "float32"}, "train": {"epochs": epochs}})
     (folder / "weights").mkdir()
     rows = {}
     for stage in STAGES:
@@ -92,15 +94,17 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=40, help="synthetic images, half of them test")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--engine", default="auto", help="extract.engine")
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)  # one stage, timed, in this process
     args = parser.parse_args(argv)
     if args.child:
         stage_phases(args.child, Path(f"{args.child}.phases.json"))
         return
     with tempfile.TemporaryDirectory(prefix="benchmark-startup-") as temporary:
-        rows = measure(Path(temporary), args.images, args.image_size, args.epochs)
+        rows = measure(Path(temporary), args.images, args.image_size, args.epochs, args.engine)
     print(f"Seconds per stage and phase, {args.images} images at {args.image_size}x{args.image_size}, "
-          f"DenseNet-121 (random weights), {args.epochs} epochs; wall: the stage's process as seen from outside.")
+          f"DenseNet-121 (random weights), {args.epochs} epochs, extract.engine {args.engine}; wall: the stage's "
+          f"process as seen from outside.")
     print(phase_table(rows))
 
 
