@@ -1,4 +1,4 @@
-"""Extraction throughput at 224x224: our engines against a plain model.predict of the same extractor,
+"""Extraction throughput (at 224x224 unless told otherwise): our engines against a plain model.predict of the same extractor,
 and both against the machine's dense matmul peak.
 
 benchmarks.run starts this in a process of its own and reads the JSON it writes: TensorFlow and the
@@ -19,7 +19,6 @@ from stages.engines import compile_engine, resolve
 from stages.models import build_backbone, image_model
 from stages.params import ENGINES
 
-SIZE = 224
 SEED = 42  # random weights cost the same as trained ones; any seed will do
 
 
@@ -76,12 +75,13 @@ def engines_to_measure(requested: list[str], backbone: str) -> dict[str, str]:
     return labels
 
 
-def backbone_throughput(name: str, engines: list[str], count: int, batch_size: int, peak_gflops: float) -> list[dict]:
+def backbone_throughput(name: str, engines: list[str], count: int, batch_size: int, peak_gflops: float,
+                        size: int = 224) -> list[dict]:
     """Our engines and a plain predict, on the extractor stages.extract builds and the same random images."""
     keras.backend.clear_session()
-    extractor = image_model(name, build_backbone(name, "none", SIZE, SEED), SIZE, input_size=SIZE)
+    extractor = image_model(name, build_backbone(name, "none", size, SEED), size, input_size=size)
     gflops_per_image = forward_flops(extractor) / 1e9
-    images = np.random.default_rng(SEED).integers(0, 256, (count, SIZE, SIZE, 3), dtype=np.uint8)
+    images = np.random.default_rng(SEED).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     extractor.predict(images[:batch_size], batch_size=batch_size, verbose=0)  # traces predict's function
     predict_rate = count / seconds_taken(lambda: extractor.predict(images, batch_size=batch_size, verbose=0))
     rows = []
@@ -91,7 +91,7 @@ def backbone_throughput(name: str, engines: list[str], count: int, batch_size: i
         run_batch(images[:batch_size])  # the warm-up batch: tracing, and XLA's or OpenVINO's compilation
         warm_up = time.perf_counter() - start
         rate = count / seconds_taken(lambda: in_batches(run_batch, images, batch_size))
-        rows.append({"backbone": name, "engine": label, "gflops_per_image": gflops_per_image,
+        rows.append({"backbone": name, "engine": label, "image_size": size, "gflops_per_image": gflops_per_image,
                      "warm_up_seconds": warm_up, "images_per_second": rate, "predict_images_per_second": predict_rate,
                      "ratio": rate / predict_rate, "peak_fraction": rate * gflops_per_image / peak_gflops,
                      "predict_peak_fraction": predict_rate * gflops_per_image / peak_gflops})
@@ -116,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
                          help="each compiles the backbone once more")
     options.add_argument("--images", type=int, default=32, help="timed images per engine")
     options.add_argument("--batch-size", type=int, default=16)
+    options.add_argument("--image-size", type=int, default=224)
     return options
 
 
@@ -123,7 +124,7 @@ def main() -> None:
     args = parser().parse_args()
     peak = matmul_peak_gflops()
     rows = [row for name in args.backbones
-            for row in backbone_throughput(name, args.engines, args.images, args.batch_size, peak)]
+            for row in backbone_throughput(name, args.engines, args.images, args.batch_size, peak, args.image_size)]
     args.out.write_text(json.dumps({"matmul_peak_gflops": peak, "rows": rows}, indent=2) + "\n")
 
 
