@@ -1,6 +1,6 @@
 """Where a small run's seconds go: `python -m benchmarks.startup` runs the four stages on 40 synthetic images
-at 224x224 (DenseNet-121, random weights, extract.engine auto, 10 epochs: options change them), each in a process of its own
-as `dvc repro` runs them, and splits each stage's wall clock into phases:
+at 224x224 (DenseNet-121, random weights, extract.engine auto, 10 epochs: options change them), each in a
+process of its own as `dvc repro` runs them, and splits each stage's wall clock into phases:
 
 import   Python, TensorFlow, Keras and the stage's own modules
 build    building the backbone (stages.models.build_backbone)

@@ -1,5 +1,5 @@
-"""Extraction throughput (at 224x224 unless told otherwise): our engines against a plain model.predict of the same extractor,
-and both against the machine's dense matmul peak.
+"""Extraction throughput (at 224x224 unless told otherwise): our engines against a plain model.predict of
+the same extractor, and both against the machine's dense matmul peak.
 
 benchmarks.run starts this in a process of its own and reads the JSON it writes: TensorFlow and the
 models stay out of the orchestrating process, whose memory would otherwise inflate the peaks it measures.
