@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
@@ -16,6 +15,7 @@ from stages.cli import run_stage
 from stages import cifar10
 from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, read_image, synthetic_split
 from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
+from stages.resizing import resize_bilinear
 
 log = logging.getLogger("prepare")
 
@@ -73,12 +73,11 @@ def same_size_batches(chunk: np.ndarray | ImageFiles) -> Iterator[np.ndarray]:
 
 def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> None:
     """Resize in chunks, each appended to the .npy as it comes, never holding the split as float32."""
-    # The same layer the saved model uses, so cached and in-model resizing agree.
-    resize = keras.layers.Resizing(size, size)
     with RowWriter(path, (len(images), size, size, 3), np.uint8) as cache:
         for start in tqdm(range(0, len(images), RESIZE_CHUNK), desc=f"resize {path.name}", disable=None):
             batches = same_size_batches(images[start:start + RESIZE_CHUNK])
-            resized = np.concatenate([keras.ops.convert_to_numpy(resize(b.astype(np.float32))) for b in batches])
+            # The saved model's resize layer computes the same floats: cached and in-model resizing agree.
+            resized = np.concatenate([resize_bilinear(batch, size, size) for batch in batches])
             cache.append(np.clip(np.rint(resized), 0, 255))
 
 

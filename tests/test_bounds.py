@@ -72,7 +72,7 @@ def test_a_stage_given_an_alias_bomb_says_so_in_one_line_and_uses_no_more_memory
     result, _, peak = run_measured("stages.prepare", tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr) < 10_000
     assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: line ")
-    assert peak < baseline_peak + 100e6, (peak, baseline_peak)  # importing TensorFlow is most of either
+    assert peak < baseline_peak + 100e6, (peak, baseline_peak)
 
 
 def write_png_bomb(path, side: int) -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from stages import predict
 from stages.datasets import MAX_PIXELS, image_files, read_folder, read_image
+from stages.resizing import resize_bilinear
 
 
 def test_a_16_bit_gradient_keeps_its_order_and_range(tmp_path):
@@ -96,3 +97,15 @@ def test_a_file_name_cannot_forge_a_log_line(tmp_path, caplog):
     assert skipped == [str(forged)]
     assert "x\\nerror: forged line.png" in caplog.text
     assert not any(line.startswith("error:") for record in caplog.records for line in record.getMessage().splitlines())
+
+
+@pytest.mark.parametrize("source, target", [((32, 32), (224, 224)), ((37, 53), (64, 64)), ((500, 333), (224, 224)),
+                                            ((224, 224), (32, 32)), ((7, 300), (29, 31)), ((32, 32), (32, 32))])
+def test_prepare_resizes_bit_for_bit_as_the_saved_models_resize_layer(source, target):
+    import keras
+
+    images = np.random.default_rng(sum(source)).integers(0, 256, (2, *source, 3)).astype(np.uint8)
+    expected = keras.ops.convert_to_numpy(keras.layers.Resizing(*target)(images.astype(np.float32)))
+    resized = resize_bilinear(images, *target)
+    assert resized.dtype == np.float32 and resized.shape == expected.shape
+    np.testing.assert_array_equal(resized, expected)
