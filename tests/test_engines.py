@@ -47,6 +47,7 @@ def test_auto_takes_the_engine_measured_fastest_on_this_kind_of_cpu(bfloat16, mo
     assert engines.resolve("auto", "densenet121") == "tensorflow"
 
 
+@pytest.mark.slow
 def test_xla_and_openvino_features_match_tensorflow(small):
     reference = np.load(paths.features("train"))
     for engine in ("xla", "openvino"):
@@ -62,6 +63,7 @@ def extract_both_shards() -> None:
         shards.extract_shard(params, index, 2)
 
 
+@pytest.mark.slow
 def test_two_shards_merge_to_the_bytes_of_one_process(small):
     single = {split: paths.features(split).read_bytes() for split in paths.SPLITS}
     shutil.rmtree(paths.FEATURES)
@@ -78,6 +80,7 @@ def merge_error() -> str:
     return str(error.value)
 
 
+@pytest.mark.slow
 def test_merging_shards_that_do_not_fit_is_refused(small):
     shutil.rmtree(paths.FEATURES)
     shards.extract_shard(load_params(), 0, 2)
@@ -107,6 +110,7 @@ def test_merging_shards_that_do_not_fit_is_refused(small):
     assert np.load(paths.features("test")).shape == (40, 1024)
 
 
+@pytest.mark.slow
 def test_mixed_precision_applies_to_the_extractor_alone(small):
     float32 = np.load(paths.features("train"))
     write_params(small, {**SMALL, "extract": {**SMALL["extract"], "precision": "mixed"}})

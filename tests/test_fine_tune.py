@@ -33,6 +33,7 @@ def test_feature_and_image_paths_reach_the_same_accuracy(extracted):
     assert check_on_images["compared_with"].startswith("nothing")  # said, not faked
 
 
+@pytest.mark.slow
 @EVALUATED_GROUP
 def test_fine_tuning_off_ignores_the_fine_tuning_knobs(evaluated):
     default = (paths.TRAIN_LOG / "metrics.json").read_text()
