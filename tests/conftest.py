@@ -201,11 +201,6 @@ def fabricated_cifar(path: Path, per_batch=(7, 5, 6, 4, 3), test_count=9, seed=0
     return write_tarball(path, members), splits
 
 
-@pytest.fixture
-def repo_copy(tmp_path):
-    return copy_repo(tmp_path / "repo")
-
-
 # Tests that start from one `dvc repro` run in one pytest-xdist worker, which makes it once.
 REPRODUCED_GROUP = pytest.mark.xdist_group("reproduced")
 

@@ -135,39 +135,50 @@ def start_workers(repo, jobs: int) -> None:
 
 
 @pytest.mark.slow
-def test_two_queued_experiments_run_in_parallel_without_clashing(repo_copy):
-    dvc(repo_copy, "exp", "run", "--queue", "-S", "model.backbone=densenet121,vgg16")  # the README's sweep, in one line
-    start_workers(repo_copy, jobs=2)
+@REPRODUCED_GROUP
+def test_two_queued_experiments_run_in_parallel_without_clashing(reproduced_repo):
+    """The README's sweep from a committed baseline: the densenet121 experiment, the baseline's params, gets the
+    baseline's outputs back from DVC's run cache in its own workspace, and with them its metrics exactly."""
+    git(reproduced_repo, "add", "-A")
+    git(reproduced_repo, "commit", "-qm", "baseline")
+    baseline = json.loads((reproduced_repo / "metrics/metrics.json").read_text())
+    # The README's sweep, in one line.
+    dvc(reproduced_repo, "exp", "run", "--queue", "-S", "model.backbone=densenet121,vgg16")
+    start_workers(reproduced_repo, jobs=2)
     deadline = time.monotonic() + 900
-    while not queue_finished(repo_copy) and time.monotonic() < deadline:
+    while not queue_finished(reproduced_repo) and time.monotonic() < deadline:
         time.sleep(2)
-    status = dvc(repo_copy, "queue", "status")
-    assert queue_finished(repo_copy) and "Failed" not in status, status
+    status = dvc(reproduced_repo, "queue", "status")
+    assert queue_finished(reproduced_repo) and "Failed" not in status, status
 
-    rows = json.loads(dvc(repo_copy, "exp", "show", "--json"))
-    results, names = {}, []
+    rows = json.loads(dvc(reproduced_repo, "exp", "show", "--json"))
+    results, metrics, names = {}, {}, []
     for experiment in (experiment for row in rows for experiment in row.get("experiments") or []):
         data = experiment["revs"][0]["data"]
         backbone = data["params"]["params.yaml"]["data"]["model"]["backbone"]
-        results[backbone] = data["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+        metrics[backbone] = data["metrics"]["metrics/metrics.json"]["data"]
+        results[backbone] = metrics[backbone]["accuracy"]
         names.append(experiment["revs"][0]["name"])
     assert set(results) == {"densenet121", "vgg16"}, status
+    assert metrics["densenet121"] == baseline  # the same params in another workspace: the same numbers
     assert all(accuracy > CLEARLY_ABOVE_CHANCE for accuracy in results.values()), results
-    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=repo_copy, capture_output=True, text=True)
+    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=reproduced_repo, capture_output=True, text=True)
     assert untracked.stdout == "", untracked.stdout
 
-    compared = run_module("stages.compare", repo_copy)  # the README's comparison of the sweep
+    compared = run_module("stages.compare", reproduced_repo)  # the README's comparison of the sweep
     assert compared.returncode == 0, compared.stderr
     rows = [line.split("|")[1:-1] for line in compared.stdout.splitlines() if line.startswith("| ")][1:]
-    assert sorted(row[0].strip() for row in rows) == ["densenet121", "vgg16"], compared.stdout
+    experiments = {row[1].strip(): row[0].strip() for row in rows}
+    assert len(rows) == 3 and set(names) < set(experiments), compared.stdout  # the baseline and the two
+    assert sorted(experiments.values()) == ["densenet121", "densenet121", "vgg16"], compared.stdout
     for row in rows:
         accuracy, error = map(float, row[2].split("±"))
         assert accuracy == pytest.approx(results[row[0].strip()], abs=1e-3) and 0 < error < 0.1, row
         assert float(row[4]) > 0 and float(row[7]) > 1, row  # extraction images/s, model MB
-    with Image.open(repo_copy / "metrics/compare.png") as chart:
+    with Image.open(reproduced_repo / "metrics/compare.png") as chart:
         assert np.asarray(chart.convert("L")).std() > 20, "the chart is blank"
 
-    charts = json.loads(dvc(repo_copy, "plots", "diff", *names, "--json"))["data"]  # the two side by side
+    charts = json.loads(dvc(reproduced_repo, "plots", "diff", *names, "--json"))["data"]  # the two side by side
     for chart in ("loss", "accuracy", "confusion", "per_class_f1"):
         assert {row["rev"] for row in charts[chart][0]["content"]["data"]["values"]} == set(names), chart
 
