@@ -110,7 +110,8 @@ def _read_batch(name: str, payload: bytes) -> Split:
 
 def _check_member(member: tarfile.TarInfo) -> None:
     if member.issym() or member.islnk() or member.name.startswith("/") or ".." in Path(member.name).parts:
-        raise ValueError(f"data.archive: refusing unsafe member {member.name!r} (a link, or a path outside the archive)")
+        raise ValueError(f"data.archive: refusing unsafe member {member.name!r} "
+                         "(a link, or a path outside the archive)")
 
 
 def read(archive: Path) -> tuple[Split, Split]:
@@ -124,7 +125,8 @@ def read(archive: Path) -> tuple[Split, Split]:
                 if member.name in wanted and member.isfile():
                     payloads[member.name.rsplit("/", 1)[1]] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"data.archive: {archive} is not a readable tar.gz archive ({error}); delete it and retry") from error
+        raise ValueError(f"data.archive: {archive} is not a readable tar.gz archive ({error}); "
+                         "delete it and retry") from error
     missing = sorted(set(TRAIN_BATCHES + (TEST_BATCH,)) - set(payloads))
     if missing:
         raise ValueError(f"data.archive: {archive} lacks {', '.join(missing)} under {FOLDER}/")

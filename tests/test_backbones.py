@@ -69,7 +69,8 @@ def test_weights_from_a_file_are_loaded(tmp_path):
     loaded = build_backbone("densenet121", str(path), 32, seed=2)
     images = np.random.default_rng(2).uniform(-2, 2, size=(3, 32, 32, 3)).astype(np.float32)
     expected = keras.ops.convert_to_numpy(saved(images, training=False))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images, training=False)), expected, rtol=1e-5, atol=1e-6)
+    computed = keras.ops.convert_to_numpy(loaded(images, training=False))
+    np.testing.assert_allclose(computed, expected, rtol=1e-5, atol=1e-6)
     unloaded = build_backbone("densenet121", "none", 32, seed=2)
     assert not np.allclose(keras.ops.convert_to_numpy(unloaded(images, training=False)), expected)
 
