@@ -1,4 +1,5 @@
-"""What every command does with known failures: one line on stderr and exit status 1."""
+"""What every command does with known failures: one line on stderr and exit status 1; and how it ends."""
+import atexit
 import errno
 import logging
 import os
@@ -30,3 +31,13 @@ def run_stage(run) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     with one_line_errors():
         run(load_params())
+
+
+def end_process() -> None:
+    """Exit status 0 without the interpreter's teardown: every output is written and closed by now. What is
+    skipped is the finalisation of every module loaded, TensorFlow's alone 1 to 1.5 s per stage process
+    (measured on 2 cores: extract 1.0, train 1.5, evaluate 1.4 s). Exit handlers run, as at a normal exit."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

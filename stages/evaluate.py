@@ -11,7 +11,7 @@ from stages import paths
 from stages.atomic import atomic_file, exclusive, read_json, write_json
 from stages.cache import load_features
 from stages.classifier import load_classifier
-from stages.cli import run_stage
+from stages.cli import end_process, run_stage
 from stages.params import Params
 
 matplotlib.use("Agg")
@@ -158,3 +158,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

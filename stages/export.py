@@ -13,7 +13,7 @@ from pathlib import Path
 from stages import paths
 from stages.atomic import atomic_directory, write_json
 from stages.classifier import load_classifier
-from stages.cli import one_line_errors
+from stages.cli import end_process, one_line_errors
 
 # Keras's own exporters: format name on the command line -> Keras's name, and the file in the folder.
 FORMATS = {"savedmodel": ("tf_saved_model", "."), "openvino": ("openvino", "cifar10.xml")}
@@ -42,3 +42,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

@@ -9,7 +9,7 @@ from pathlib import Path
 from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
 from stages.cache import RowReader
-from stages.cli import run_stage
+from stages.cli import end_process, run_stage
 from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
 from stages.params import Params
 
@@ -71,3 +71,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

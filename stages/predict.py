@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages import paths
-from stages.cli import one_line_errors
+from stages.cli import end_process, one_line_errors
 from stages.classifier import load_classifier
 from stages.datasets import image_files, read_image
 from stages.paths import printable
@@ -110,3 +110,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

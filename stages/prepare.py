@@ -11,7 +11,7 @@ from tqdm import tqdm
 from stages import paths
 from stages.atomic import atomic_directory, write_json
 from stages.cache import RowWriter
-from stages.cli import run_stage
+from stages.cli import end_process, run_stage
 from stages import cifar10
 from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, read_image, synthetic_split
 from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
@@ -118,3 +118,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

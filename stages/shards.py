@@ -13,7 +13,7 @@ import numpy as np
 from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
 from stages.cache import RowReader, RowWriter
-from stages.cli import run_stage
+from stages.cli import end_process, run_stage
 from stages.engines import resolve
 from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
 from stages.params import Params
@@ -135,3 +135,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

@@ -16,7 +16,7 @@ from stages.atomic import exclusive, read_json, write_json
 from stages.batches import Batches, EpochOrder, split_batches
 from stages.classifier import save_classifier
 from stages.cache import load_features
-from stages.cli import run_stage
+from stages.cli import end_process, run_stage
 from stages.heads import fit_linear_probe, linear_head
 from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
 from stages.params import Params
@@ -167,3 +167,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process()

@@ -66,6 +66,26 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(workdir):
     assert not (workdir / "data").exists() or not [p for p in (workdir / "data").iterdir() if p.suffix != ".lock"]
 
 
+ENDS_A_STAGE = """
+import atexit, sys
+from pathlib import Path
+from stages.cli import end_process
+atexit.register(lambda: Path("handler-ran").write_text("yes"))
+print("buffered line")
+sys.stderr.write("unflushed error text")
+end_process()
+raise SystemExit("end_process returned")
+"""
+
+
+def test_a_stage_ends_with_its_output_flushed_and_its_exit_handlers_run(tmp_path):
+    """Stages skip the interpreter's teardown (TensorFlow's takes a second or more): nothing else may be lost."""
+    ended = subprocess.run([sys.executable, "-c", ENDS_A_STAGE], cwd=tmp_path, capture_output=True, text=True,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (0, "buffered line\n", "unflushed error text")
+    assert (tmp_path / "handler-ran").read_text() == "yes"
+
+
 def test_keras_writes_only_under_the_home_folder_it_is_given(tmp_path):
     """Unset, Keras would fall back to the system's temporary folder where the home folder is not writable."""
     home = tmp_path / "home-not-there-yet"  # not writable as far as Keras's os.access check can tell
