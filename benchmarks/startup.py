@@ -16,16 +16,18 @@ import argparse
 import functools
 import importlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.run import run_module, table, write_params
 from stages.atomic import read_json
+from stages.cli import end_process
 
 STAGES = ("prepare", "extract", "train", "evaluate")
 PHASES = ("import", "build", "load", "compile", "extract", "fit", "save", "other")
-# phase: where the function it times is defined; each is patched there before the stage imports it.
+# phase: where the function it times is defined; patched there and where the stage's modules bound it.
 TIMED = {"build": ("stages.models", "build_backbone"), "load": ("stages.classifier", "load_model"),
          "compile": ("stages.engines", "compile_engine"), "extract": ("stages.features", "extract_rows"),
          "fit": ("keras.src.backend.tensorflow.trainer", "TensorFlowTrainer.fit"),
@@ -43,9 +45,12 @@ def timed(function, phase: str, seconds: dict):
     return wrapper
 
 
-def timed_function(phase: str) -> tuple[object, str]:
-    """The class or module that holds the function `phase` times, and the function's name there."""
+def timed_function(phase: str, modules=None) -> tuple[object, str] | None:
+    """The class or module that holds the function `phase` times, and the function's name there; None when
+    `modules` (a dict of loaded modules) is given and lacks its module."""
     module_name, attribute = TIMED[phase]
+    if modules is not None and module_name not in modules:
+        return None
     owner = importlib.import_module(module_name)
     *classes, name = attribute.split(".")
     for class_name in classes:
@@ -53,15 +58,32 @@ def timed_function(phase: str) -> tuple[object, str]:
     return owner, name
 
 
+def time_where_bound(phase: str, seconds: dict) -> None:
+    """Wrap the function `phase` times where it is defined and wherever a module of this project bound it by
+    name (`from stages.models import build_backbone`), if the stage imported it at all."""
+    found = timed_function(phase, sys.modules)
+    if found is None:
+        return
+    owner, name = found
+    original = getattr(owner, name)
+    wrapper = timed(original, phase, seconds)
+    setattr(owner, name, wrapper)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("stages."):
+            for attribute, value in list(vars(module).items()):
+                if value is original:
+                    setattr(module, attribute, wrapper)
+
+
 def stage_phases(stage: str, out: Path) -> None:
-    """In the child: import, patch, run the stage's main(), write the phases' seconds to `out`."""
+    """In the child: import the stage (only what it imports itself), time its phases, run its main(), write
+    the phases' seconds to `out`."""
     started = time.perf_counter()
     seconds = dict.fromkeys(PHASES, 0.0)
-    for phase in TIMED:
-        owner, name = timed_function(phase)
-        setattr(owner, name, timed(getattr(owner, name), phase, seconds))
     module = importlib.import_module(f"stages.{stage}")
     seconds["import"] = time.perf_counter() - started
+    for phase in TIMED:
+        time_where_bound(phase, seconds)
     module.main()
     seconds["other"] = time.perf_counter() - started - sum(seconds.values())
     out.write_text(json.dumps(seconds))
@@ -99,7 +121,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         stage_phases(args.child, Path(f"{args.child}.phases.json"))
-        return
+        end_process()  # as `python -m stages.<stage>` ends
     with tempfile.TemporaryDirectory(prefix="benchmark-startup-") as temporary:
         rows = measure(Path(temporary), args.images, args.image_size, args.epochs, args.engine)
     print(f"Seconds per stage and phase, {args.images} images at {args.image_size}x{args.image_size}, "
