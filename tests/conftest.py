@@ -64,9 +64,10 @@ def dvc(repo, *args: str) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first: the two workers then share out the short ones and finish together,
-    instead of one waiting on a long test that happened to come last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Long work first, slow tests and the groups that share a fixture (one worker runs a group whole):
+    the two workers then share out the short tests and finish together, instead of one waiting on a
+    long test or group that happened to come last."""
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
 
 
 @pytest.fixture(autouse=True)
