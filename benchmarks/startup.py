@@ -45,12 +45,9 @@ def timed(function, phase: str, seconds: dict):
     return wrapper
 
 
-def timed_function(phase: str, modules=None) -> tuple[object, str] | None:
-    """The class or module that holds the function `phase` times, and the function's name there; None when
-    `modules` (a dict of loaded modules) is given and lacks its module."""
+def timed_function(phase: str) -> tuple[object, str]:
+    """The class or module that holds the function `phase` times, and the function's name there."""
     module_name, attribute = TIMED[phase]
-    if modules is not None and module_name not in modules:
-        return None
     owner = importlib.import_module(module_name)
     *classes, name = attribute.split(".")
     for class_name in classes:
@@ -61,10 +58,9 @@ def timed_function(phase: str, modules=None) -> tuple[object, str] | None:
 def time_where_bound(phase: str, seconds: dict) -> None:
     """Wrap the function `phase` times where it is defined and wherever a module of this project bound it by
     name (`from stages.models import build_backbone`), if the stage imported it at all."""
-    found = timed_function(phase, sys.modules)
-    if found is None:
+    if TIMED[phase][0] not in sys.modules:
         return
-    owner, name = found
+    owner, name = timed_function(phase)
     original = getattr(owner, name)
     wrapper = timed(original, phase, seconds)
     setattr(owner, name, wrapper)
