@@ -49,20 +49,16 @@ def stage(module: str, folder: Path, *args: str) -> str:
 
 def extract_timed(out: str) -> None:
     """In a process of its own: extract every split into `out`, print images/s of the extraction alone."""
-    from stages.cache import RowReader
-    from stages.features import batch_starts, build_engine, extract_rows
+    from stages.features import batch_starts, build_engine, extract_rows, prepared_images
     from stages.params import load_params
 
     params = load_params()
     engine, width, _ = build_engine(params, 224)
     batch = params.extract.batch_size
     engine(np.zeros((batch, 224, 224, 3), np.uint8))  # compile and warm up outside the timing
-    count, start = 0, time.perf_counter()
-    for split in paths.SPLITS:
-        images = RowReader(paths.images(split))
-        extract_rows(engine, width, images, batch, batch_starts(len(images), batch), Path(out) / f"{split}.npy")
-        count += len(images)
-    print(json.dumps({"images": count, "images_per_s": count / (time.perf_counter() - start)}))
+    images, start = prepared_images(), time.perf_counter()
+    extract_rows(engine, width, images, batch, batch_starts(len(images), batch), Path(out))
+    print(json.dumps({"images": len(images), "images_per_s": len(images) / (time.perf_counter() - start)}))
 
 
 def features(folder: Path) -> dict[str, np.ndarray]:

@@ -247,10 +247,10 @@ def memory_table(rows: list[dict]) -> str:
             ok = high / low <= MEMORY_GROWTH_TARGET and high < MEMORY_CEILING_MB
             lines.append([stage, measure.replace("_", " "), f"{low:.0f}", f"{high:.0f}", f"{high / low:.2f}",
                           "yes" if ok else "NO"])
-    note = (f"At {small['image_size']}x{small['image_size']}. peak anonymous: the process's own memory (RssAnon, sampled "
-            f"every 50 ms); peak rss: wait4's ru_maxrss, which also counts page-cache pages of the memory-mapped "
-            f"cache it wrote or read. Target: ratio <= {MEMORY_GROWTH_TARGET} and under "
-            f"{MEMORY_CEILING_MB / 1024:.0f} GB.")
+    size = small["image_size"]
+    note = (f"At {size}x{size}. peak anonymous: the process's own memory (RssAnon, sampled every 50 ms); "
+            f"peak rss: wait4's ru_maxrss, what `/usr/bin/time -f %M` reports, file pages the process held "
+            f"included. Target: ratio <= {MEMORY_GROWTH_TARGET} and under {MEMORY_CEILING_MB / 1024:.0f} GB.")
     return table(headers, lines) + "\n" + note
 
 

@@ -47,6 +47,30 @@ class RowReader:
         return np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
 
 
+class SplitRows:
+    """Several caches' rows as one run, in order (train, then val, then test): `rows[start:stop]` may
+    span two of them. `ranges` says where each one's rows lie in the run."""
+
+    def __init__(self, readers: dict[str, RowReader]):
+        self.readers, self.ranges, start = readers, {}, 0
+        for name, reader in readers.items():
+            self.ranges[name] = range(start, start + len(reader))
+            start += len(reader)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.ranges.values())
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(len(self))
+        return np.concatenate([reader[within(start, own):within(stop, own)]
+                               for reader, own in zip(self.readers.values(), self.ranges.values())])
+
+
+def within(row: int, rows: range) -> int:
+    """`row` of a run as an index into `rows`, its part of the run: clipped to 0..len(rows)."""
+    return min(max(row - rows.start, 0), len(rows))
+
+
 class RowWriter:
     """A .npy file written front to back; `append(rows)` adds rows, and closing checks that all came."""
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from stages import paths
 from stages.atomic import atomic_directory, read_json, write_json
-from stages.cache import RowReader
 from stages.cli import end_process, run_stage
-from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
+from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
 from stages.params import Params
 
 log = logging.getLogger("extract")
@@ -51,16 +50,12 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     engine, width, recipe = build_engine(params, image_size)
     built, timed_engine = time.perf_counter(), FirstCallTimer(engine)
     batch_size = engine_batch_size(params.extract.batch_size, read_json(paths.PREPARED_INFO)["counts"])
-    counts = []
-    for split in paths.SPLITS:
-        images = RowReader(paths.images(split))
-        extract_rows(timed_engine, width, images, batch_size, batch_starts(len(images), batch_size),
-                     paths.features(split, out))
-        counts.append(len(images))
+    images = prepared_images()
+    extract_rows(timed_engine, width, images, batch_size, batch_starts(len(images), batch_size), out)
     seconds, first_seconds = time.perf_counter() - built, timed_engine.first_seconds or 0.0
-    later_images = sum(counts) - min(batch_size, counts[0])  # after the train split's first batch
+    later_images = len(images) - min(batch_size, len(images))  # after the first batch
     rate = later_images / (seconds - first_seconds) if later_images else 0.0
-    timing |= {"images": sum(counts), "build_seconds": built - started, "first_batch_seconds": first_seconds,
+    timing |= {"images": len(images), "build_seconds": built - started, "first_batch_seconds": first_seconds,
                "seconds": seconds, "images_per_second": rate}
     return recipe
 

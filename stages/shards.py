@@ -15,7 +15,7 @@ from stages.atomic import atomic_directory, read_json, write_json
 from stages.cache import RowReader, RowWriter
 from stages.cli import end_process, run_stage
 from stages.engines import resolve
-from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows
+from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
 from stages.params import Params
 
 log = logging.getLogger("shards")
@@ -33,14 +33,11 @@ def extract_shard(params: Params, shard: int, shards: int) -> None:
     prepared = read_json(paths.PREPARED_INFO)
     engine, width, recipe = build_engine(params, prepared["image_size"])
     batch_size = engine_batch_size(params.extract.batch_size, prepared["counts"])  # as extract's, so the bytes agree
+    images = prepared_images()
+    starts = batch_starts(len(images), batch_size, shard, shards)
     with atomic_directory(paths.shard(shard, shards)) as out:
-        rows = {}
-        for split in paths.SPLITS:
-            images = RowReader(paths.images(split))
-            starts = batch_starts(len(images), batch_size, shard, shards)
-            extract_rows(engine, width, images, batch_size, starts, paths.features(split, out))
-            rows[split] = starts[0] if starts else len(images)
-        write_json(paths.info(out), {**recipe, "prepared": prepared_fingerprint(), "first_rows": rows})
+        first_rows = extract_rows(engine, width, images, batch_size, starts, out)
+        write_json(paths.info(out), {**recipe, "prepared": prepared_fingerprint(), "first_rows": first_rows})
     log.info("wrote shard %d of %d to %s", shard, shards, paths.shard(shard, shards))
 
 

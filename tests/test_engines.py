@@ -14,7 +14,7 @@ from tests.conftest import run_module, run_stages, write_params
 
 pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set, once
 
-SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 70 images, 5 batches
+SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 80 images, 5 batches
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +95,10 @@ def test_merging_shards_that_do_not_fit_is_refused(small):
     info_path, part_path = paths.info(paths.shard(1, 2)), paths.features("test", paths.shard(1, 2))
     info, part = info_path.read_text(), np.load(part_path)
 
-    info_path.write_text(json.dumps({**json.loads(info), "first_rows": {"train": 0, "val": 0, "test": 32}}))
-    assert merge_error().startswith("shard 1 of 2 starts its train rows at 0, not at 16")
+    # 30 + 10 + 40 images in 5 batches of 16: shard 0 holds rows 0-47 of the run, shard 1 starts at test image 8.
+    assert json.loads(info)["first_rows"] == {"train": 30, "val": 10, "test": 8}
+    info_path.write_text(json.dumps({**json.loads(info), "first_rows": {"train": 30, "val": 10, "test": 7}}))
+    assert merge_error().startswith("shard 1 of 2 starts its test rows at 7, not at 8")
     info_path.write_text(info)
 
     np.save(part_path, part[:-1])

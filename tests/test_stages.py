@@ -9,7 +9,8 @@ import pytest
 from stages import cifar10, evaluate, paths, prepare
 from stages.atomic import sha256_of
 from stages.classifier import save_classifier
-from stages.features import engine_batch_size
+from stages.cache import RowReader, SplitRows
+from stages.features import batch_starts, engine_batch_size, extract_rows
 from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
 
@@ -123,7 +124,32 @@ def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
         run_stages(evaluate)
 
 
-def test_batches_are_no_larger_than_the_largest_split():
-    # 40 images at extract.batch_size 64 computed 192 padded rows before: now 60, in one shape for all splits.
-    assert engine_batch_size(64, {"train": 10, "val": 10, "test": 20}) == 20
-    assert engine_batch_size(64, {"train": 45000, "val": 5000, "test": 10000}) == 64
+def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
+    counts = {"train": 20, "val": 7, "test": 12}  # 39 images: 3 batches of 16, not 2 + 1 + 1 padded per split
+    first_image = {"train": 0, "val": 1000, "test": 2000}
+    images = {}
+    for split, count in counts.items():
+        rows = (first_image[split] + np.arange(count)).astype(np.uint16).repeat(4).reshape(count, 2, 2, 1)
+        np.save(tmp_path / f"{split}.npy", rows)
+        images[split] = RowReader(tmp_path / f"{split}.npy")
+    batches = []
+
+    def engine(batch):  # the first pixel as the feature: which image went where
+        batches.append(len(batch))
+        return batch[:, 0, 0, :].astype(np.float32)
+
+    run = SplitRows(images)
+    batch_size = engine_batch_size(16, counts)
+    assert (batch_size, engine_batch_size(64, counts)) == (16, 39)  # never more than all the images
+    out = tmp_path / "features"
+    out.mkdir()
+    assert extract_rows(engine, 1, run, batch_size, batch_starts(len(run), batch_size), out) == \
+        {"train": 0, "val": 0, "test": 0}
+    assert batches == [16] * 3
+    for split, count in counts.items():
+        assert np.load(paths.features(split, out))[:, 0].tolist() == list(first_image[split] + np.arange(count))
+    # The second of two shards holds the last batch, which starts inside test: test's images 5 to 11.
+    assert extract_rows(engine, 1, run, 16, batch_starts(len(run), 16, 1, 2), out) == \
+        {"train": 20, "val": 7, "test": 5}
+    assert [len(np.load(paths.features(split, out))) for split in counts] == [0, 0, 7]
+    assert np.load(paths.features("test", out))[:, 0].tolist() == list(range(2005, 2012))
