@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -63,12 +65,8 @@ def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is
     fetched = tmp_path / "elsewhere"
     fetched.mkdir()
     dvc(fetched, "artifacts", "get", str(reproduced_repo), "cifar10-classifier")  # the README's command
-    import keras
-
-    model = keras.models.load_model(fetched / "models/cifar10.keras")
-    images = np.load(reproduced_repo / "data/prepared/test_images.npy")[:4]
-    original = keras.models.load_model(reproduced_repo / "models/cifar10.keras")
-    np.testing.assert_array_equal(model.predict(images, verbose=0), original.predict(images, verbose=0))
+    # The registered file itself, byte for byte: the model that evaluate checked and measured.
+    assert md5_of(fetched / "models/cifar10.keras") == md5_of(reproduced_repo / "models/cifar10.keras")
     assert json.loads((fetched / "models/cifar10.classes.json").read_text())[0] == "pattern_0"
     from dvc.repo import Repo
 
@@ -113,10 +111,8 @@ def test_experiments_run_on_two_machines_meet_in_a_third(reproduced_repo, tmp_pa
 
     dvc(third, "exp", "apply", "vgg16-on-second")
     dvc(third, "pull")
-    import keras
-
-    model = keras.models.load_model(third / "models/cifar10.keras")
-    assert model.name == "vgg16_classifier"
+    with zipfile.ZipFile(third / "models/cifar10.keras") as saved:  # the model's config, not its 59 MB of weights
+        assert json.loads(saved.read("config.json"))["config"]["name"] == "vgg16_classifier"
 
 
 def queue_finished(repo) -> bool:
@@ -195,9 +191,10 @@ def test_the_strategy_is_one_device_unless_there_are_several_gpus():
 
 
 def head_weights(folder) -> list:
-    import keras
-
-    return keras.models.load_model(folder / "models/cifar10.keras", safe_mode=True).get_layer("head").get_weights()
+    """The trained head's weights as train saved them, read from the .h5 file without building the backbone."""
+    with h5py.File(folder / "models/cifar10.h5", "r") as saved:
+        head = saved["model_weights/head"]
+        return [head[name][()] for name in head.attrs["weight_names"]]
 
 
 MIRRORED_TRAINING = """
@@ -218,6 +215,7 @@ def test_mirrored_training_over_two_devices_matches_one_device(extracted):
     write_params(extracted, {"train": {"epochs": 2}})
     run_stages(train)
     single = head_weights(extracted)
+    assert [weights.shape for weights in single] == [(1024, 256), (256,), (256, 10), (10,)]
     mirrored = subprocess.run([sys.executable, "-c", MIRRORED_TRAINING], cwd=extracted, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
     assert mirrored.returncode == 0, mirrored.stderr
