@@ -56,8 +56,8 @@ def test_each_stage_declares_exactly_the_code_it_runs():
 
 
 def test_the_dependency_walk_follows_imports_of_the_package():
-    assert {"stages/__init__.py", "stages/params.py", "stages/paths.py", "stages/backbones.py"} <= \
-        files_run_by("stages.params")
+    assert {"stages/__init__.py", "stages/params.py", "stages/params_checks.py", "stages/params_file.py",
+            "stages/paths.py", "stages/backbones.py"} <= files_run_by("stages.params")
     assert "stages/models.py" in files_run_by("stages.extract")
 
 
