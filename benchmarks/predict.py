@@ -15,7 +15,7 @@ from PIL import Image
 
 from stages import paths
 from stages.classifier import load_classifier, save_classifier
-from stages.datasets import read_image
+from stages.images import read_image
 from stages.models import build_backbone, build_head, image_model
 from stages.predict import predict
 

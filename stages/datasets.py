@@ -5,28 +5,18 @@ CIFAR-10 and synthetic splits hold uint8 RGB images (n, 32, 32, 3); a folder spl
 image files, decoded one by one when they are resized. Labels are integers.
 """
 import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from stages.images import IMAGE_SUFFIXES, image_files, read_image
 from stages.paths import printable
 
 log = logging.getLogger("datasets")
 
 SYNTHETIC_CLASSES = tuple(f"pattern_{i}" for i in range(10))
 IMAGE_SHAPE = (32, 32, 3)
-
-# A folder's images: files with these suffixes, in any case, in the folder and its sub-folders.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-# The most pixels one image may decode to: an 8K frame (7680x4320, 33.2M) fits, and on its way to the
-# cache such an image takes at most about 0.6 GB (decoded, as RGB, as float32 for resizing). A file that
-# claims more is skipped like any unreadable file, however small it is; a JPEG is first decoded reduced.
-MAX_PIXELS = 2**25
-SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 @dataclass(frozen=True)
@@ -51,69 +41,6 @@ class ImageFiles:
 class Split:
     images: np.ndarray | ImageFiles  # uint8 (n, 32, 32, 3) RGB, or files
     labels: np.ndarray  # int64 (n,)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB, turned as its EXIF orientation says (as viewers show it), or ValueError.
-
-    Grayscale, palette and alpha are converted; 16-bit grayscale is scaled to 8 bits.
-    """
-    try:
-        if not Path(path).is_file():  # a FIFO or a device: opening it could wait forever
-            raise ValueError("not a regular file" if Path(path).exists() else "no such file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
-            with Image.open(path) as image:
-                _reduce_large_jpeg(image)
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ValueError(f"{width}x{height} pixels is more than the {MAX_PIXELS:,} pixels an "
-                                     f"image may have here; shrink it")
-                return _as_rgb(ImageOps.exif_transpose(image))
-    except Image.DecompressionBombError as error:  # PIL's own limit, twice its default warning size
-        raise ValueError(f"cannot read image {printable(path)}: it claims more than the {MAX_PIXELS:,} pixels an "
-                         f"image may have here; shrink it") from error
-    except Exception as error:  # whatever part of the decoder notices a malformed file
-        raise ValueError(f"cannot read image {printable(path)}: {printable(error)}") from error
-
-
-def _reduce_large_jpeg(image: Image.Image) -> None:
-    """JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing: use it for photos over MAX_PIXELS."""
-    width, height = image.size
-    if image.format == "JPEG" and width * height > MAX_PIXELS:
-        # draft picks the smallest scale at least this size: under half the limit's side, so under the limit.
-        shrink = 2 * (width * height / MAX_PIXELS) ** 0.5
-        image.draft("RGB", (int(width / shrink) + 1, int(height / shrink) + 1))
-
-
-def _as_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in SIXTEEN_BIT_MODES:
-        # PIL's own conversion clips 16-bit levels at 255 (an almost white image): scale 0-65535 to 0-255.
-        levels = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
-        image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
-    """The image files in `folder` and its sub-folders, sorted; the same rule for datasets and predict.
-
-    Names with an image suffix, in any case; hidden files and folders are left out. Only regular files
-    (after following links) are kept: reading a FIFO or a device could wait forever.
-    """
-    found = []
-    for root, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in names:
-            path = Path(root) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if not path.is_file():
-                log.warning("skipping %s: not a regular file", printable(path))
-                if skipped is not None:
-                    skipped.append(str(path))
-                continue
-            found.append(path)
-    return sorted(found)
 
 
 def _class_files(folder: Path, classes: list[str], skipped: list[str]) -> Split:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from stages import paths
 from stages.cli import end_process, one_line_errors
 from stages.classifier import load_classifier
-from stages.datasets import image_files, read_image
+from stages.images import image_files, read_image
 from stages.paths import printable
 
 BATCH_SIZE = 32  # images per call of the model

@@ -13,7 +13,8 @@ from stages.atomic import atomic_directory, write_json
 from stages.cache import RowWriter
 from stages.cli import end_process, run_stage
 from stages import cifar10
-from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, read_image, synthetic_split
+from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, synthetic_split
+from stages.images import read_image
 from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
 from stages.resizing import resize_bilinear
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from stages import predict
-from stages.datasets import MAX_PIXELS, image_files, read_folder, read_image
+from stages.datasets import read_folder
+from stages.images import MAX_PIXELS, image_files, read_image
 from stages.resizing import resize_bilinear
 
 

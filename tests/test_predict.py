@@ -10,7 +10,7 @@ from PIL import Image
 
 from stages import paths, predict
 from stages.classifier import load_classifier, save_classifier
-from stages.datasets import read_image
+from stages.images import read_image
 from tests.conftest import predict_in_process, run_module
 from tests.test_images import png_claiming
 

@@ -8,8 +8,8 @@ import pytest
 
 from stages import cifar10, evaluate, paths, prepare
 from stages.atomic import sha256_of
-from stages.classifier import save_classifier
 from stages.cache import RowReader, SplitRows
+from stages.classifier import save_classifier
 from stages.features import batch_starts, engine_batch_size, extract_rows
 from stages.params import load_params
 from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
