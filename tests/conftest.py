@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -140,6 +141,13 @@ def evaluated(evaluated_once, workdir):
     for name in ("data", "models", "metrics"):
         shutil.copytree(evaluated_once / name, workdir / name)
     return workdir
+
+
+def saved_head_weights(folder: Path) -> list[np.ndarray]:
+    """The trained head's weights as train saved them, read from the .h5 file without building the backbone."""
+    with h5py.File(folder / "models/cifar10.h5", "r") as saved:
+        head = saved["model_weights/head"]
+        return [head[name][()] for name in head.attrs["weight_names"]]
 
 
 def run_stages(*stages):

@@ -7,7 +7,6 @@ import sys
 import time
 import zipfile
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,7 +14,7 @@ from PIL import Image
 from stages.strategy import choose_strategy, cluster_workers
 from stages import train
 from tests.conftest import (CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env, run_module,
-                            run_stages, write_params)
+                            run_stages, saved_head_weights, write_params)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
            "models/cifar10.h5", "metrics/metrics.json"]
@@ -190,13 +189,6 @@ def test_the_strategy_is_one_device_unless_there_are_several_gpus():
         cluster_workers("worker=a:1")
 
 
-def head_weights(folder) -> list:
-    """The trained head's weights as train saved them, read from the .h5 file without building the backbone."""
-    with h5py.File(folder / "models/cifar10.h5", "r") as saved:
-        head = saved["model_weights/head"]
-        return [head[name][()] for name in head.attrs["weight_names"]]
-
-
 MIRRORED_TRAINING = """
 import tensorflow as tf
 tf.config.set_logical_device_configuration(
@@ -214,11 +206,11 @@ train.main()
 def test_mirrored_training_over_two_devices_matches_one_device(extracted):
     write_params(extracted, {"train": {"epochs": 2}})
     run_stages(train)
-    single = head_weights(extracted)
+    single = saved_head_weights(extracted)
     assert [weights.shape for weights in single] == [(1024, 256), (256,), (256, 10), (10,)]
     mirrored = subprocess.run([sys.executable, "-c", MIRRORED_TRAINING], cwd=extracted, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
     assert mirrored.returncode == 0, mirrored.stderr
     assert "replicas 2" in mirrored.stdout
-    for one_device, two_devices in zip(single, head_weights(extracted)):
+    for one_device, two_devices in zip(single, saved_head_weights(extracted)):
         assert np.abs(one_device - two_devices).max() < 1e-4
