@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with one_line_errors():
+        images = image_paths(args.images)  # a wrong path fails before seconds of loading the model
         model, classes, _ = load_classifier(args.model)
-        results = predict(model, classes, image_paths(args.images), max(1, args.top_k))
+        results = predict(model, classes, images, max(1, args.top_k))
     if args.json:
         print(json.dumps(results, indent=2))
     for result in results:

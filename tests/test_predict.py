@@ -106,6 +106,15 @@ def test_class_names_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
                              f"outputs; keep the class names saved with the model beside it")
 
 
+def test_a_missing_image_is_one_line_before_any_model_is_read(tmp_path, capsys):
+    damaged = model_elsewhere(tmp_path)
+    damaged.write_bytes(b"not a model")  # were it read first, the error would be about the model
+    status, _, error = predict_in_process(capsys, str(tmp_path / "image.png"), str(tmp_path / "photo.jpg"),
+                                          "--model", str(damaged))
+    assert status == 1
+    assert error.strip() == f"error: no image at {tmp_path / 'photo.jpg'}"
+
+
 def with_config(model_path, old: str, new: str) -> None:
     """Rewrite a .keras file's config.json, replacing one string."""
     with zipfile.ZipFile(model_path) as original:
