@@ -49,8 +49,8 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     started = time.perf_counter()
     engine, width, recipe = build_engine(params, image_size)
     built, timed_engine = time.perf_counter(), FirstCallTimer(engine)
-    batch_size = engine_batch_size(params.extract.batch_size, read_json(paths.PREPARED_INFO)["counts"])
     images = prepared_images()
+    batch_size = engine_batch_size(params.extract.batch_size, len(images))
     extract_rows(timed_engine, width, images, batch_size, batch_starts(len(images), batch_size), out)
     seconds, first_seconds = time.perf_counter() - built, timed_engine.first_seconds or 0.0
     later_images = len(images) - min(batch_size, len(images))  # after the first batch

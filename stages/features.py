@@ -20,10 +20,10 @@ from stages.params import Params
 log = logging.getLogger("extract")
 
 
-def engine_batch_size(batch_size: int, split_counts: dict[str, int]) -> int:
+def engine_batch_size(batch_size: int, images: int) -> int:
     """extract.batch_size, or all the images when there are fewer: the rest of a padded batch is computed
     for nothing, and one batch size keeps XLA and OpenVINO to one compilation."""
-    return min(batch_size, sum(split_counts.values()))
+    return min(batch_size, images)
 
 
 def prepared_images() -> SplitRows:

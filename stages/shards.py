@@ -32,8 +32,8 @@ def prepared_fingerprint() -> str:
 def extract_shard(params: Params, shard: int, shards: int) -> None:
     prepared = read_json(paths.PREPARED_INFO)
     engine, width, recipe = build_engine(params, prepared["image_size"])
-    batch_size = engine_batch_size(params.extract.batch_size, prepared["counts"])  # as extract's, so the bytes agree
     images = prepared_images()
+    batch_size = engine_batch_size(params.extract.batch_size, len(images))  # as extract's, so the bytes agree
     starts = batch_starts(len(images), batch_size, shard, shards)
     with atomic_directory(paths.shard(shard, shards)) as out:
         first_rows = extract_rows(engine, width, images, batch_size, starts, out)

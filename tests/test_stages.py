@@ -139,8 +139,8 @@ def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
         return batch[:, 0, 0, :].astype(np.float32)
 
     run = SplitRows(images)
-    batch_size = engine_batch_size(16, counts)
-    assert (batch_size, engine_batch_size(64, counts)) == (16, 39)  # never more than all the images
+    batch_size = engine_batch_size(16, len(run))
+    assert (batch_size, engine_batch_size(64, len(run))) == (16, 39)  # never more than all the images
     out = tmp_path / "features"
     out.mkdir()
     assert extract_rows(engine, 1, run, batch_size, batch_starts(len(run), batch_size), out) == \
