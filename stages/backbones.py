@@ -31,16 +31,13 @@ class Backbone:
     # ConvNeXt applies its last LayerNorm after pooling, inside the classifier top:
     # build with the top and take this layer's output instead of include_top=False.
     features_layer: str | None = None
-    # The fastest extraction engine measured on a CPU (2-core AMD EPYC without AVX-512's bfloat16, 224x224,
-    # batch 16); unmeasured: tensorflow.
+    # The fastest float32 extraction engine measured on a CPU (2-core AMD EPYCs with and without AVX-512,
+    # 64x64 and 224x224, the pipeline's batch of 64); unmeasured: tensorflow.
     cpu_engine: str = "tensorflow"
-    # Where it differs, the fastest in float32 on a CPU with bfloat16 instructions (a 2-core AMD EPYC with
-    # AVX512-BF16, 64x64 and 224x224, batch 64): newer CPUs run other engines' kernels best.
-    bf16_cpu_engine: str | None = None
 
 
 BACKBONES = {
-    "densenet121": Backbone("DenseNet121", TORCH, 1024, cpu_engine="xla", bf16_cpu_engine="openvino"),
+    "densenet121": Backbone("DenseNet121", TORCH, 1024, cpu_engine="openvino"),
     "vgg16": Backbone("VGG16", CAFFE, 512),
     "resnet50": Backbone("ResNet50", CAFFE, 2048),
     "mobilenet_v2": Backbone("MobileNetV2", TF, 1280),

@@ -1,9 +1,8 @@
 """Extraction engines: one frozen feature extractor, run by TensorFlow, by TensorFlow with XLA, or by OpenVINO.
 
 Which is fastest depends on the backbone and the device, so it is measured (python -m benchmarks.run),
-not guessed: `extract.engine: auto` takes the backbone's measured CPU engine from the registry (for the
-CPU's kind: with bfloat16 instructions or without), and plain TensorFlow on a GPU, where nothing else has
-been measured yet.
+not guessed: `extract.engine: auto` takes the backbone's measured CPU engine from the registry, and plain
+TensorFlow on a GPU, where nothing else has been measured yet.
 """
 import re
 from collections.abc import Callable
@@ -37,8 +36,7 @@ def resolve(engine: str, backbone: str) -> str:
         return engine
     if gpu_available():
         return "tensorflow"
-    spec = BACKBONES[backbone]
-    return (spec.bf16_cpu_engine if cpu_has_bfloat16() else None) or spec.cpu_engine
+    return BACKBONES[backbone].cpu_engine
 
 
 @contextmanager
