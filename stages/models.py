@@ -134,7 +134,6 @@ def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
     return [layer.name for layer in layers if layer.trainable and layer.weights]
 
 
-
 def require_finite_weights(model: keras.Model, fix: str) -> None:
     """Refuse a model with a NaN or infinite weight, naming the first such one (its path names the
     layer); `fix` says what to do."""
