@@ -5,10 +5,12 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from stages import extract, paths, prepare, shards
 from stages import engines
 from stages.engines import cpu_has_bfloat16, gpu_available
+from stages.models import build_backbone, image_model
 from stages.params import load_params
 from tests.conftest import run_module, run_stages, write_params
 
@@ -43,6 +45,22 @@ def test_auto_takes_the_engine_measured_fastest_on_a_cpu(monkeypatch):
     assert engines.resolve("xla", "convnext_tiny") == "xla"  # a named engine is never replaced
     monkeypatch.setattr(engines, "gpu_available", lambda: True)
     assert engines.resolve("auto", "densenet121") == "tensorflow"
+
+
+def test_openvino_converts_a_graph_holding_the_weights_as_constants():
+    # OpenVINO's front end converts variables slowly (stages/engines.py): none may be left.
+    extractor = image_model("densenet121", build_backbone("densenet121", "none", 32, seed=0), 32)
+    graph = engines.frozen_graph(extractor)
+    assert not {node.op for node in graph.node} & {"VarHandleOp", "ReadVariableOp"}
+    inputs = [node.name for node in graph.node if node.op == "Placeholder"]
+    assert len(inputs) == 1  # the images: no variable captured as an input either
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    frozen = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph, name=""), [])
+    features = frozen.prune(f"{inputs[0]}:0", "Identity:0")
+    expected = keras.ops.convert_to_numpy(extractor(images, training=False))  # eager: op by op, unfused
+    np.testing.assert_allclose(features(tf.constant(images)).numpy(), expected,
+                               rtol=0, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.slow
