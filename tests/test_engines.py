@@ -47,6 +47,7 @@ def test_auto_takes_the_engine_measured_fastest_on_a_cpu(monkeypatch):
     assert engines.resolve("auto", "densenet121") == "tensorflow"
 
 
+@pytest.mark.slow
 def test_openvino_converts_a_graph_holding_the_weights_as_constants():
     # OpenVINO's front end converts variables slowly (stages/engines.py): none may be left.
     extractor = image_model("densenet121", build_backbone("densenet121", "none", 32, seed=0), 32)
