@@ -1,12 +1,11 @@
 """Training batches: the same images in the same order on every path, device count and rerun."""
 import math
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from stages import paths
 from stages.cache import load_features
+from stages.frameworks import keras, tf
 
 
 class Batches:

@@ -8,10 +8,9 @@ import re
 import zipfile
 from pathlib import Path
 
-import keras
-
 from stages import paths
 from stages.atomic import atomic_file, read_json, sha256_of, write_json
+from stages.frameworks import keras
 
 
 def save_classifier(model: keras.Model, classes: list[str], about: dict) -> None:

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from stages.backbones import BACKBONES
+from stages.frameworks import keras, tf
 
 Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float32 features out
 

@@ -1,7 +1,6 @@
 """Stage 4: test-split accuracy, loss, per-class scores and the confusion matrix."""
 import logging
 
-import keras
 import matplotlib
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report
@@ -12,6 +11,7 @@ from stages.atomic import atomic_file, exclusive, read_json, write_json
 from stages.cache import load_features
 from stages.classifier import load_classifier
 from stages.cli import end_process, run_stage
+from stages.frameworks import keras
 from stages.params import Params
 
 matplotlib.use("Agg")

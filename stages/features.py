@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
 from stages import paths
 from stages.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, within
 from stages.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
+from stages.frameworks import tf
 from stages.models import build_backbone, image_model
 from stages.params import Params
 

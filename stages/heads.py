@@ -9,11 +9,12 @@ import copy
 import logging
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
+
+from stages.frameworks import keras
 
 log = logging.getLogger("heads")
 

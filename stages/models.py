@@ -4,11 +4,11 @@ import re
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
 from filelock import FileLock
 
 from stages.backbones import BACKBONES, Backbone
+from stages.frameworks import keras
 
 
 def _construct(spec: Backbone, input_shape, weights) -> keras.Model:

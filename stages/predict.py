@@ -11,13 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 from tqdm import tqdm
 
 from stages import paths
 from stages.cli import end_process, one_line_errors
 from stages.classifier import load_classifier
+from stages.frameworks import keras
 from stages.images import image_files, read_image
 from stages.paths import printable
 

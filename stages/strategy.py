@@ -2,9 +2,9 @@
 import json
 import os
 
-import keras
-import tensorflow as tf
-from tensorflow.python.framework import config as framework_config  # the only way to turn determinism off
+from stages.frameworks import keras, tf
+# Not public, and the only way to turn determinism off; imported after stages.frameworks has imported TensorFlow.
+from tensorflow.python.framework import config as framework_config
 
 # Keras 3's fit() and evaluate() fail under MultiWorkerMirroredStrategy (keras-team/keras#20585):
 # refuse early rather than let every worker train alone and write the same outputs.

@@ -6,9 +6,7 @@ import math
 import sys
 import time
 
-import keras
 import numpy as np
-import tensorflow as tf
 from dvclive import Live
 
 from stages import paths
@@ -17,7 +15,7 @@ from stages.batches import Batches, EpochOrder, split_batches
 from stages.classifier import save_classifier
 from stages.cache import load_features
 from stages.cli import end_process, run_stage
-from stages.heads import fit_linear_probe, linear_head
+from stages.frameworks import keras, tf
 from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
 from stages.params import Params
 from stages.strategy import choose_strategy, make_reproducible
@@ -100,6 +98,10 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
 
 def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> keras.Model:
     """The linear probe on the cached features; each C tried is a step of dvclive's curves."""
+    # Here, not at the top: scikit-learn and the SciPy it loads take 1-1.5 s to import, which the seed's head
+    # (train.head: mlp) does not need.
+    from stages.heads import fit_linear_probe, linear_head
+
     log.info("fitting the linear probe for C in %s", ", ".join(f"{c:g}" for c in strengths))
     train_labels, val_labels = (np.load(paths.labels(split)).argmax(1) for split in ("train", "val"))
     probe = fit_linear_probe(load_features("train"), train_labels, load_features("val"), val_labels, strengths)

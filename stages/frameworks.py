@@ -1,0 +1,25 @@
+"""TensorFlow and Keras, as every stage that runs a model imports them: without the extras Keras loads for
+features no stage uses.
+
+Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for image galleries)
+whenever they are installed, and scikit-learn imports much of SciPy. On a 2-core AMD EPYC without AVX-512,
+importing TensorFlow and Keras took 6.3-6.7 s with them and 4.2-4.3 s without, in every stage process.
+Hidden while Keras is imported, they stay importable afterwards (evaluate draws with matplotlib and reports
+with scikit-learn); only Keras's scikit-learn wrappers and plotting helpers, which no stage calls, then
+report their package missing.
+"""
+import sys
+
+OPTIONAL_EXTRAS = ("matplotlib", "sklearn")
+
+# A None in sys.modules makes `import sklearn` raise ImportError, which Keras takes as "not installed".
+_hidden = [name for name in OPTIONAL_EXTRAS if name not in sys.modules]
+sys.modules.update(dict.fromkeys(_hidden, None))
+try:
+    import keras
+    import tensorflow as tf
+finally:
+    for name in _hidden:
+        del sys.modules[name]
+
+__all__ = ["keras", "tf"]
