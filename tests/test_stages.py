@@ -112,6 +112,19 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
 
 
 @EVALUATED_GROUP
+def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predict(evaluated, monkeypatch):
+    model = keras.models.load_model(paths.INFERENCE_MODEL)
+    head_layer = json.loads(paths.MODEL_INFO.read_text())["head_layer"]
+    images = np.load(paths.images("test"))[:8]
+    assert images.shape[1] <= evaluate.EAGER_CHECK_MAX_SIZE
+    eager = evaluate.saved_model_features(model, head_layer, images)
+    monkeypatch.setattr(evaluate, "EAGER_CHECK_MAX_SIZE", 0)  # as for images over that size
+    traced = evaluate.saved_model_features(model, head_layer, images)
+    assert eager.shape == traced.shape == (8, 1024)
+    np.testing.assert_allclose(eager, traced, rtol=1e-4, atol=1e-6 * float(np.abs(traced).max()))
+
+
+@EVALUATED_GROUP
 def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     model = keras.models.load_model(paths.INFERENCE_MODEL)
     backbone = model.get_layer("densenet121")
