@@ -1,21 +1,17 @@
 """Stage 4: test-split accuracy, loss, per-class scores and the confusion matrix."""
 import logging
 
-import matplotlib
 import numpy as np
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 from tqdm import tqdm
 
 from stages import paths
-from stages.atomic import atomic_file, exclusive, read_json, write_json
+from stages.atomic import exclusive, read_json, write_json
 from stages.cache import load_features
 from stages.classifier import load_classifier
 from stages.cli import end_process, run_stage
 from stages.frameworks import keras
 from stages.params import Params
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from stages.report import class_scores, confusion_counts, plot_confusion, plot_mistakes
 
 log = logging.getLogger("evaluate")
 
@@ -87,41 +83,6 @@ def check_saved_model(model: keras.Model, about: dict, cached: np.ndarray | None
             "max_relative_feature_difference": difference, "tolerance": tolerance, "flipped": flipped}
 
 
-def plot_confusion(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> None:
-    figure, axes = plt.subplots(figsize=(8, 7))
-    ConfusionMatrixDisplay.from_predictions(actual, predicted, labels=range(len(classes)), display_labels=classes,
-                                            cmap="Blues", xticks_rotation=45, colorbar=False, ax=axes)
-    axes.set_title("Test-split confusion matrix (counts)")
-    figure.tight_layout()
-    with atomic_file(paths.CONFUSION_PNG) as partial:
-        figure.savefig(partial, dpi=100)
-    plt.close(figure)
-
-
-def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[str], count: int = 16) -> None:
-    """The most confident wrong predictions on the test split, as a grid of images."""
-    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
-    wrong = np.flatnonzero(predicted != actual)
-    worst = wrong[np.argsort(-confidence[wrong])][:count]
-    images = np.load(paths.images("test"), mmap_mode="r")
-    columns = 4
-    rows = max(1, -(-len(worst) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 2.9), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, index in zip(axes.flat, worst):
-        axis.imshow(images[index])
-        axis.set_title(f"true: {classes[actual[index]]}\npredicted: {classes[predicted[index]]}\n"
-                       f"p = {confidence[index]:.2f}", fontsize=8)
-    if not len(worst):
-        axes.flat[0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
-    figure.suptitle("Most confident mistakes (test split)")
-    figure.tight_layout()
-    with atomic_file(paths.MISTAKES_PNG) as partial:
-        figure.savefig(partial, dpi=100)
-    plt.close(figure)
-
-
 def run(params: Params) -> None:
     with exclusive(paths.METRICS):  # one evaluate at a time writes metrics/
         evaluate()
@@ -138,24 +99,21 @@ def evaluate() -> None:
     probabilities = test_probabilities(model, about, cached)
     actual, predicted = one_hot.argmax(1), probabilities.argmax(1)
     loss = float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(one_hot, probabilities))))
-    report = classification_report(actual, predicted, labels=range(len(classes)), target_names=classes,
-                                   output_dict=True, zero_division=0)
+    counts = confusion_counts(actual, predicted, len(classes))
+    per_class = class_scores(counts, classes)
     metrics = {
         "accuracy": float(np.mean(actual == predicted)),
         "loss": loss,
-        "macro_f1": report["macro avg"]["f1-score"],
+        "macro_f1": float(np.mean([scores["f1"] for scores in per_class])),
         "test_images": len(actual),  # for the accuracy's binomial error
     }
     check = check_saved_model(model, about, cached, probabilities)
-    # Records, one per class, as `dvc plots` reads them.
-    per_class = [{"class": name, "precision": report[name]["precision"], "recall": report[name]["recall"],
-                  "f1": report[name]["f1-score"], "support": report[name]["support"]} for name in classes]
     log.info("test accuracy %.4f, loss %.4f on %d images", metrics["accuracy"], loss, len(actual))
     write_json(paths.METRICS_FILE, metrics)
     write_json(paths.SAVED_MODEL_CHECK, check)
     write_json(paths.PER_CLASS, per_class)
     write_json(paths.CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)])
-    plot_confusion(actual, predicted, classes)
+    plot_confusion(counts, classes)
     plot_mistakes(probabilities, actual, classes)
 
 

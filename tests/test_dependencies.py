@@ -69,10 +69,11 @@ def test_reading_params_imports_no_ml_framework():
     assert result.stdout.strip() == "[]"
 
 
-def test_the_model_stages_load_keras_without_its_optional_extras_which_stay_importable():
+def test_the_model_stages_load_keras_without_its_optional_extras_and_evaluate_without_scikit_learn():
     probe = ("import sys; import stages.extract, stages.train; from stages.frameworks import OPTIONAL_EXTRAS; "
              "print(sorted(m for m in OPTIONAL_EXTRAS if m in sys.modules)); "
+             "import stages.evaluate; print('sklearn' in sys.modules); "
              "import matplotlib.pyplot, sklearn.metrics; print('importable')")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]", "importable"]
+    assert result.stdout.split() == ["[]", "False", "importable"]

@@ -1,0 +1,75 @@
+"""What evaluate reports beside its metrics: scores per class, from the confusion matrix, and two pictures.
+
+The scores are a few lines of NumPy rather than scikit-learn's classification_report: importing
+sklearn.metrics (with the SciPy it loads) takes about 1.4 s, which every `dvc repro` paid in evaluate.
+"""
+import matplotlib
+import numpy as np
+
+from stages import paths
+from stages.atomic import atomic_file
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def confusion_counts(actual: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """counts[a, p]: test images of class a predicted as p."""
+    return np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+
+
+def class_scores(counts: np.ndarray, classes: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per class, 0 where a ratio has nothing to divide by (as
+    scikit-learn's zero_division=0); records, one per class, as `dvc plots` reads them."""
+    hits = np.diag(counts).astype(np.float64)
+    support, predicted = counts.sum(1), counts.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, hits / predicted, 0.0)
+        recall = np.where(support > 0, hits / support, 0.0)
+        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
+    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, precision, recall, f1, support)]
+
+
+def plot_confusion(counts: np.ndarray, classes: list[str]) -> None:
+    figure, axes = plt.subplots(figsize=(8, 7))
+    axes.imshow(counts, cmap="Blues")
+    # Dark cells get white numbers.
+    dark = counts.max() / 2
+    for (actual, predicted), count in np.ndenumerate(counts):
+        axes.text(predicted, actual, str(count), ha="center", va="center",
+                  color="white" if count > dark else "black")
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, classes, rotation=45, ha="right")
+    axes.set_yticks(ticks, classes)
+    axes.set_xlabel("Predicted label")
+    axes.set_ylabel("True label")
+    axes.set_title("Test-split confusion matrix (counts)")
+    figure.tight_layout()
+    with atomic_file(paths.CONFUSION_PNG) as partial:
+        figure.savefig(partial, dpi=100)
+    plt.close(figure)
+
+
+def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[str], count: int = 16) -> None:
+    """The most confident wrong predictions on the test split, as a grid of images."""
+    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    wrong = np.flatnonzero(predicted != actual)
+    worst = wrong[np.argsort(-confidence[wrong])][:count]
+    images = np.load(paths.images("test"), mmap_mode="r")
+    columns = 4
+    rows = max(1, -(-len(worst) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.6, rows * 2.9), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, worst):
+        axis.imshow(images[index])
+        axis.set_title(f"true: {classes[actual[index]]}\npredicted: {classes[predicted[index]]}\n"
+                       f"p = {confidence[index]:.2f}", fontsize=8)
+    if not len(worst):
+        axes.flat[0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+    figure.suptitle("Most confident mistakes (test split)")
+    figure.tight_layout()
+    with atomic_file(paths.MISTAKES_PNG) as partial:
+        figure.savefig(partial, dpi=100)
+    plt.close(figure)
