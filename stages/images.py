@@ -21,10 +21,12 @@ MAX_PIXELS = 2**25
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, reduced: bool = False) -> np.ndarray:
     """An image file as uint8 RGB, turned as its EXIF orientation says (as viewers show it), or ValueError.
 
-    Grayscale, palette and alpha are converted; 16-bit grayscale is scaled to 8 bits.
+    Grayscale, palette and alpha are converted; 16-bit grayscale is scaled to 8 bits. `reduced`: a JPEG
+    is decoded at an eighth of its width and height, which reads every byte of the file (a truncated or
+    broken one fails the same way) for a fraction of the work; enough to find out whether a file reads.
     """
     try:
         if not Path(path).is_file():  # a FIFO or a device: opening it could wait forever
@@ -32,7 +34,7 @@ def read_image(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(path) as image:
-                _reduce_large_jpeg(image)
+                _reduce_jpeg(image, reduced)
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ValueError(f"{width}x{height} pixels is more than the {MAX_PIXELS:,} pixels an "
@@ -45,10 +47,15 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"cannot read image {printable(path)}: {printable(error)}") from error
 
 
-def _reduce_large_jpeg(image: Image.Image) -> None:
-    """JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing: use it for photos over MAX_PIXELS."""
+def _reduce_jpeg(image: Image.Image, reduced: bool) -> None:
+    """JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing: use it for photos over MAX_PIXELS, and
+    the smallest scale when `reduced`."""
     width, height = image.size
-    if image.format == "JPEG" and width * height > MAX_PIXELS:
+    if image.format != "JPEG":
+        return
+    if reduced:
+        image.draft("RGB", (1, 1))  # the smallest scale at least 1x1: libjpeg's 1/8
+    elif width * height > MAX_PIXELS:
         # draft picks the smallest scale at least this size: under half the limit's side, so under the limit.
         shrink = 2 * (width * height / MAX_PIXELS) ** 0.5
         image.draft("RGB", (int(width / shrink) + 1, int(height / shrink) + 1))
