@@ -4,6 +4,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from PIL import Image
 import pytest
 
 from stages import cifar10, evaluate, paths, prepare
@@ -71,7 +72,9 @@ def test_the_whole_chain_in_process(evaluated):
     check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     assert check["images"] == 32 and check["max_relative_feature_difference"] < 1e-4, check
     assert len(json.loads(paths.CONFUSION.read_text())) == 400
-    assert paths.CONFUSION_PNG.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in (paths.CONFUSION_PNG, paths.MISTAKES_PNG):
+        with Image.open(picture) as drawn:
+            assert drawn.format == "PNG" and np.asarray(drawn.convert("L")).std() > 20, f"{picture} is blank"
 
     test_images = np.load(paths.images("test"))[:16]
     head_layer = json.loads(paths.MODEL_INFO.read_text())["head_layer"]
