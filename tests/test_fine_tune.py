@@ -72,8 +72,8 @@ def test_fine_tuning_improves_on_the_frozen_head(workdir):
     # A random backbone is far from the synthetic task; tuning all of it (BatchNormalization aside) pays.
     # EfficientNetV2-B0: fine-tuning's code is the same for every backbone, and its `train` here took 32-37 s
     # against 86 s for DenseNet-121 tuned for the 3 epochs it needed. 800 training and 200 validation images;
-    # measured for data and model seeds 1, 2, 3 and 42: validation error 0.12-0.325 with the frozen head,
-    # 0.0-0.015 after one epoch of tuning.
+    # measured for data and model seeds 42, 1, 2 and 3: validation accuracy 0.855, 0.880, 0.760, 0.675 with the
+    # frozen head, 0.985, 1.000, 0.990, 1.000 after one epoch of tuning (at least +0.12).
     backbone = "efficientnetv2_b0"
     every_layer = len(build_backbone(backbone, "none", 32, seed=0).layers)
     write_params(workdir, {"data": {"limit": 1000, "val_size": 200}, "model": {"backbone": backbone},
@@ -83,4 +83,4 @@ def test_fine_tuning_improves_on_the_frozen_head(workdir):
     accuracy = val_accuracy_per_epoch()
     frozen, tuned = accuracy[9], accuracy[-1]
     assert len(accuracy) == 11
-    assert 1 - tuned <= (1 - frozen) / 2, f"validation accuracy: frozen head {frozen:.3f}, tuned {tuned:.3f}"
+    assert tuned >= frozen + 0.1, f"validation accuracy: frozen head {frozen:.3f}, after fine-tuning {tuned:.3f}"
