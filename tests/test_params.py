@@ -2,7 +2,7 @@
 import pytest
 
 from stages.backbones import BACKBONES
-from stages.params import ParamsError, load_params, parse_params
+from stages.params import ENGINES, HEADS, PRECISIONS, SOURCES, ParamsError, load_params, parse_params
 from tests.conftest import REPO, TINY, merged, repo_params, run_module, write_params
 
 
@@ -17,6 +17,18 @@ def test_the_shipped_params_load_and_the_readme_documents_every_key():
                     if f"`{section}.{key}`" not in readme]
     assert not undocumented, undocumented
 
+
+
+@pytest.mark.parametrize("section, key, choices", [
+    ("data", "source", SOURCES), ("model", "backbone", tuple(BACKBONES)), ("extract", "engine", ENGINES),
+    ("extract", "precision", PRECISIONS), ("train", "head", HEADS)])
+def test_the_shipped_params_yaml_lists_every_choice_of_a_key_in_its_comment(section, key, choices):
+    """A user picks from the comment beside the key: `a | b (what b does) | c` names exactly the valid values."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    start = lines.index(f"{section}:")
+    line = next(line for line in lines[start + 1:] if line.strip().startswith(f"{key}:"))
+    listed = [choice.split()[0] for choice in line.split("#", 1)[1].split("|")]
+    assert sorted(listed) == sorted(choices), line
 
 @pytest.mark.parametrize(
     "changes, expected",
