@@ -6,6 +6,7 @@ import os
 import sys
 from contextlib import contextmanager
 
+from stages import paths
 from stages.params import load_params
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
@@ -20,6 +21,8 @@ def one_line_errors():
         if os.environ.get(DEBUG_VARIABLE):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, FileNotFoundError) and paths.is_stage_output(error.filename):
+            message = f"no {paths.printable(error.filename)}; run `dvc repro` first: it runs the stages before this one"
         if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
             message += "; free some space (or raise the file-size limit) and run again"
         print(f"error: {message}", file=sys.stderr)

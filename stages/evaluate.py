@@ -1,5 +1,7 @@
 """Stage 4: test-split accuracy, loss, per-class scores and the confusion matrix."""
+import errno
 import logging
+import os
 
 import numpy as np
 from tqdm import tqdm
@@ -90,6 +92,8 @@ def run(params: Params) -> None:
 
 def evaluate() -> None:
     classes = read_json(paths.PREPARED_INFO)["classes"]
+    if not paths.INFERENCE_MODEL.is_file():  # said as for any stage's missing input (load_classifier offers --model)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(paths.INFERENCE_MODEL))
     model, _, about = load_classifier(paths.INFERENCE_MODEL)
     if not about:
         raise FileNotFoundError(f"no {paths.MODEL_INFO} beside the model; run `dvc repro train`")

@@ -48,6 +48,11 @@ COMPARE_TABLE = METRICS / "compare.md"
 COMPARE_PNG = METRICS / "compare.png"
 
 
+def is_stage_output(path) -> bool:
+    """Whether `path` is one a stage writes for a later one to read."""
+    return isinstance(path, str) and any(Path(path).is_relative_to(root) for root in (PREPARED, FEATURES, MODELS))
+
+
 def printable(path) -> str:
     """A path as messages show it: control characters escaped, so that a file name cannot forge a log line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))

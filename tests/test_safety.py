@@ -1,6 +1,7 @@
 """Hostile or broken input ends in one line and a non-zero exit; interrupted stages leave nothing half-written."""
 import hashlib
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import extract, paths, train
+from stages import evaluate, extract, paths, train
 from stages.models import build_backbone
 from stages.params import load_params
 from tests.conftest import GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module, write_params, write_tarball
@@ -65,6 +66,28 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(workdir):
     assert_one_line_error(result, "[Errno 27] File too large: 'data/prepared'; free some space")
     assert not (workdir / "data").exists() or not [p for p in (workdir / "data").iterdir() if p.suffix != ".lock"]
 
+
+
+def files_in(folder) -> dict:
+    """Every file's bytes, the locks that stages hold while they write left out."""
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock"}
+
+@pytest.mark.parametrize("stage, removed, missing", [
+    (extract, paths.PREPARED, paths.PREPARED_INFO), (train, paths.FEATURES, paths.FEATURES_INFO),
+    (evaluate, None, paths.INFERENCE_MODEL)], ids=["extract", "train", "evaluate"])
+def test_a_stage_run_before_its_inputs_exist_names_the_missing_file_and_dvc_repro(extracted, capsys, stage, removed,
+                                                                                     missing):
+    if removed:
+        shutil.rmtree(removed)
+    kept = files_in(extracted)
+    with pytest.raises(SystemExit) as exit_:
+        stage.main()
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.strip().splitlines()[-1] == (
+        f"error: no {missing}; run `dvc repro` first: it runs the stages before this one"), error
+    assert files_in(extracted) == kept
 
 ENDS_A_STAGE = """
 import atexit, sys
