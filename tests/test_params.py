@@ -18,7 +18,6 @@ def test_the_shipped_params_load_and_the_readme_documents_every_key():
     assert not undocumented, undocumented
 
 
-
 @pytest.mark.parametrize("section, key, choices", [
     ("data", "source", SOURCES), ("model", "backbone", tuple(BACKBONES)), ("extract", "engine", ENGINES),
     ("extract", "precision", PRECISIONS), ("train", "head", HEADS)])
@@ -29,6 +28,7 @@ def test_the_shipped_params_yaml_lists_every_choice_of_a_key_in_its_comment(sect
     line = next(line for line in lines[start + 1:] if line.strip().startswith(f"{key}:"))
     listed = [choice.split()[0] for choice in line.split("#", 1)[1].split("|")]
     assert sorted(listed) == sorted(choices), line
+
 
 @pytest.mark.parametrize(
     "changes, expected",

@@ -67,10 +67,10 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(workdir):
     assert not (workdir / "data").exists() or not [p for p in (workdir / "data").iterdir() if p.suffix != ".lock"]
 
 
-
 def files_in(folder) -> dict:
     """Every file's bytes, the locks that stages hold while they write left out."""
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock"}
+
 
 @pytest.mark.parametrize("stage, removed, missing", [
     (extract, paths.PREPARED, paths.PREPARED_INFO), (train, paths.FEATURES, paths.FEATURES_INFO),
@@ -88,6 +88,7 @@ def test_a_stage_run_before_its_inputs_exist_names_the_missing_file_and_dvc_repr
     assert error.strip().splitlines()[-1] == (
         f"error: no {missing}; run `dvc repro` first: it runs the stages before this one"), error
     assert files_in(extracted) == kept
+
 
 ENDS_A_STAGE = """
 import atexit, sys
