@@ -1,4 +1,5 @@
 """Outputs appear whole or not at all: write beside the target, rename on success; one writer at a time."""
+import errno
 import hashlib
 import json
 import logging
@@ -10,6 +11,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 log = logging.getLogger("atomic")
+
+OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-size limit, a quota
 
 
 @contextmanager
@@ -46,6 +49,16 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _naming_the_output(error: BaseException, output: Path) -> BaseException:
+    """The error to raise: a full disk met by a write that names no file (numpy's and zipfile's do not) names
+    the output it stopped."""
+    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE and error.filename is None:
+        named = OSError(error.errno, error.strerror, str(output))
+        named.__cause__ = error
+        return named
+    return error
+
+
 @contextmanager
 def atomic_directory(path: Path):
     """Yield an empty folder that replaces `path` only if the block succeeds.
@@ -64,14 +77,9 @@ def atomic_directory(path: Path):
         partial.mkdir()
         try:
             yield partial
-        except OSError as error:
+        except BaseException as error:
             shutil.rmtree(partial, ignore_errors=True)
-            if error.filename is None:  # numpy's writes name no file: name the output
-                raise OSError(error.errno, error.strerror, str(path)) from error
-            raise
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+            raise _naming_the_output(error, path)
         if path.exists():
             os.replace(path, previous)
         os.replace(partial, path)
@@ -93,9 +101,9 @@ def atomic_file(path: Path):
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         yield partial
-    except BaseException:
+    except BaseException as error:
         partial.unlink(missing_ok=True)
-        raise
+        raise _naming_the_output(error, path)
     os.replace(partial, path)
 
 

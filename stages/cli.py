@@ -1,16 +1,17 @@
-"""What every command does with known failures: one line on stderr and exit status 1; and how it ends."""
+"""What every command does with known failures: one line on stderr and exit status 1 (130 for Ctrl-C); and how
+it ends."""
 import atexit
-import errno
 import logging
 import os
 import sys
 from contextlib import contextmanager
 
 from stages import paths
+from stages.atomic import OUT_OF_SPACE
 from stages.params import load_params
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
-OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+INTERRUPTED = 128 + 2  # the shell's status for a command that SIGINT (Ctrl-C) stopped
 
 
 @contextmanager
@@ -27,6 +28,12 @@ def one_line_errors():
             message += "; free some space (or raise the file-size limit) and run again"
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        # Every output is written aside and renamed into place whole: a Ctrl-C leaves old outputs or new ones.
+        print("error: interrupted; no output is left half-written: run it again to finish", file=sys.stderr)
+        sys.exit(INTERRUPTED)
 
 
 def run_stage(run) -> None:

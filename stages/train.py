@@ -10,7 +10,7 @@ import numpy as np
 from dvclive import Live
 
 from stages import paths
-from stages.atomic import exclusive, read_json, write_json
+from stages.atomic import atomic_directory, exclusive, read_json, write_json
 from stages.batches import Batches, EpochOrder, split_batches
 from stages.classifier import save_classifier
 from stages.cache import load_features
@@ -134,33 +134,43 @@ def train_and_save(params: Params) -> None:
     backbone = build_backbone(model_params.backbone, model_params.weights, size, model_params.seed)
     keras.utils.set_random_seed(train.seed)
     xla = make_reproducible(head_alone=use_features and not train.fine_tune_layers)
-    with Live(dir=str(paths.TRAIN_LOG), dvcyaml=False, save_dvc_exp=False) as live:
-        timing, started = {}, time.perf_counter()
-        if train.head == "linear":
-            head = fit_linear(train.linear_c, len(classes), live)
-        else:
-            head = build_head(backbone.output.shape[-1], model_params.head_units, len(classes))
-            log.info("training the head on %s for %d epochs", "cached features" if use_features else "images",
-                     train.epochs)
-            trainee = head if use_features else image_model(
-                model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-            fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
-                split_batches("train", use_features, train.batch_size, train.seed),
-                split_batches("val", use_features, train.batch_size, None), live, on_features=use_features, xla=xla)
-        timing["head_seconds"] = time.perf_counter() - started
-        if train.fine_tune_layers:
-            fine_tune(params, backbone, head, size, live)
-            timing["fine_tune_seconds"] = time.perf_counter() - started - timing["head_seconds"]
-    backbone.trainable = False
-    classifier = image_model(model_params.backbone, backbone, size, head)
-    require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
-    # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
-    compile_for_training(classifier, train.learning_rate)
-    # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
-    save_classifier(classifier, classes, {"head_layer": head.name,
-                                          "matches_cached_features": use_features and not train.fine_tune_layers})
+    # dvclive writes the curves aside: they replace the last run's only once the model they describe is saved.
+    with atomic_directory(paths.TRAIN_LOG) as curves:
+        with Live(dir=str(curves), dvcyaml=False, save_dvc_exp=False) as live:
+            head, timing = train_head(params, backbone, size, len(classes), use_features, xla, live)
+        backbone.trainable = False
+        classifier = image_model(model_params.backbone, backbone, size, head)
+        require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
+        # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
+        compile_for_training(classifier, train.learning_rate)
+        # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
+        save_classifier(classifier, classes, {"head_layer": head.name,
+                                              "matches_cached_features": use_features and not train.fine_tune_layers})
     write_json(paths.TRAIN_TIMING, timing)
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
+
+
+def train_head(params: Params, backbone: keras.Model, size: int, num_classes: int, use_features: bool, xla: bool,
+               live: Live) -> tuple[keras.Model, dict]:
+    """The head (then fine-tuning, if asked), logged to dvclive; the head and the seconds each phase took."""
+    model_params, train = params.model, params.train
+    timing, started = {}, time.perf_counter()
+    if train.head == "linear":
+        head = fit_linear(train.linear_c, num_classes, live)
+    else:
+        head = build_head(backbone.output.shape[-1], model_params.head_units, num_classes)
+        log.info("training the head on %s for %d epochs", "cached features" if use_features else "images",
+                 train.epochs)
+        trainee = head if use_features else image_model(
+            model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
+        fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
+            split_batches("train", use_features, train.batch_size, train.seed),
+            split_batches("val", use_features, train.batch_size, None), live, on_features=use_features, xla=xla)
+    timing["head_seconds"] = time.perf_counter() - started
+    if train.fine_tune_layers:
+        fine_tune(params, backbone, head, size, live)
+        timing["fine_tune_seconds"] = time.perf_counter() - started - timing["head_seconds"]
+    return head, timing
 
 
 def main() -> None:

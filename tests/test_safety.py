@@ -14,7 +14,8 @@ import tensorflow as tf
 from stages import evaluate, extract, paths, train
 from stages.models import build_backbone
 from stages.params import load_params
-from tests.conftest import GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module, write_params, write_tarball
+from tests.conftest import (EVALUATED_GROUP, GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module,
+                            write_params, write_tarball)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, starts_with: str) -> None:
@@ -188,6 +189,37 @@ def test_a_diverging_head_keeps_no_model(extracted, monkeypatch, kernels):
     with pytest.raises(ValueError, match=r"^train: .*lower train.learning_rate \(now 1e\+30\)"):
         train.run(load_params())
     assert not paths.INFERENCE_MODEL.exists() and not paths.LEGACY_MODEL.exists()
+
+
+def interrupt_after_one_epoch(monkeypatch) -> None:
+    """Ctrl-C once dvclive has logged an epoch: the moment a SIGINT becomes a KeyboardInterrupt in Python."""
+    log_epoch = train.LiveEpochs.on_epoch_end
+
+    def logged_then_interrupted(self, epoch, logs=None):
+        log_epoch(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.LiveEpochs, "on_epoch_end", logged_then_interrupted)
+
+
+@EVALUATED_GROUP
+@pytest.mark.parametrize("ending, status, last_line", [
+    ("diverged", 1, "error: train: the loss became nan at epoch 1; lower train.learning_rate (now 1e+30)"),
+    ("interrupted", 130, "error: interrupted; no output is left half-written: run it again to finish")])
+def test_a_train_that_stops_leaves_the_last_runs_model_and_curves(evaluated, monkeypatch, capsys, ending, status,
+                                                                   last_line):
+    kept = files_in(evaluated / "models") | files_in(evaluated / "metrics")
+    if ending == "diverged":
+        write_params(evaluated, {"train": {"learning_rate": 1e30}})
+    else:
+        interrupt_after_one_epoch(monkeypatch)
+    with pytest.raises(BaseException) as stopped:  # a KeyboardInterrupt that got through would end the session
+        train.main()
+    assert stopped.type is SystemExit and stopped.value.code == status, stopped.value
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and error.strip().splitlines()[-1].startswith(last_line), error
+    assert files_in(evaluated / "models") | files_in(evaluated / "metrics") == kept
+    assert not [path for path in evaluated.rglob("*") if "partial" in path.name]
 
 
 def test_weights_that_make_non_finite_features_stop_extract(extracted):
