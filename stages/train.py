@@ -120,6 +120,29 @@ def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> ke
     return linear_head(probe, num_classes)
 
 
+def train_head(params: Params, backbone: keras.Model, size: int, num_classes: int, use_features: bool, xla: bool,
+               live: Live) -> tuple[keras.Model, dict]:
+    """The head (then fine-tuning, if asked), logged to dvclive; the head and the seconds each phase took."""
+    model_params, train = params.model, params.train
+    timing, started = {}, time.perf_counter()
+    if train.head == "linear":
+        head = fit_linear(train.linear_c, num_classes, live)
+    else:
+        head = build_head(backbone.output.shape[-1], model_params.head_units, num_classes)
+        log.info("training the head on %s for %d epochs", "cached features" if use_features else "images",
+                 train.epochs)
+        trainee = head if use_features else image_model(
+            model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
+        fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
+            split_batches("train", use_features, train.batch_size, train.seed),
+            split_batches("val", use_features, train.batch_size, None), live, on_features=use_features, xla=xla)
+    timing["head_seconds"] = time.perf_counter() - started
+    if train.fine_tune_layers:
+        fine_tune(params, backbone, head, size, live)
+        timing["fine_tune_seconds"] = time.perf_counter() - started - timing["head_seconds"]
+    return head, timing
+
+
 def run(params: Params) -> None:
     # One train at a time writes models/ (and metrics/train); variables made in the strategy's scope are
     # mirrored on every GPU, one device otherwise.
@@ -148,29 +171,6 @@ def train_and_save(params: Params) -> None:
                                               "matches_cached_features": use_features and not train.fine_tune_layers})
     write_json(paths.TRAIN_TIMING, timing)
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
-
-
-def train_head(params: Params, backbone: keras.Model, size: int, num_classes: int, use_features: bool, xla: bool,
-               live: Live) -> tuple[keras.Model, dict]:
-    """The head (then fine-tuning, if asked), logged to dvclive; the head and the seconds each phase took."""
-    model_params, train = params.model, params.train
-    timing, started = {}, time.perf_counter()
-    if train.head == "linear":
-        head = fit_linear(train.linear_c, num_classes, live)
-    else:
-        head = build_head(backbone.output.shape[-1], model_params.head_units, num_classes)
-        log.info("training the head on %s for %d epochs", "cached features" if use_features else "images",
-                 train.epochs)
-        trainee = head if use_features else image_model(
-            model_params.backbone, backbone, size, head, input_size=size, augment=train.augment)
-        fit(trainee, "train.learning_rate", train.learning_rate, train.epochs,
-            split_batches("train", use_features, train.batch_size, train.seed),
-            split_batches("val", use_features, train.batch_size, None), live, on_features=use_features, xla=xla)
-    timing["head_seconds"] = time.perf_counter() - started
-    if train.fine_tune_layers:
-        fine_tune(params, backbone, head, size, live)
-        timing["fine_tune_seconds"] = time.perf_counter() - started - timing["head_seconds"]
-    return head, timing
 
 
 def main() -> None:
