@@ -17,6 +17,7 @@ GRID = [0.01, 0.1, 1.0, 10.0]
 PROBABILITY_TOLERANCE = 1e-5
 
 
+@pytest.mark.slow  # a DenseNet-121 classifier saved, then loaded three times: 36 s on the slower CPU
 def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted):
     write_params(extracted, {"train": {"head": "linear", "linear_c": GRID}})
     run_stages(train, evaluate)
