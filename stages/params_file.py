@@ -56,6 +56,9 @@ def _refuse_duplicate_keys(node: yaml.Node, path: Path, key: str = "") -> None:
 
 def read_yaml(path: Path):
     """params.yaml as plain data, or ParamsError naming the file."""
+    if not Path(path).is_file():
+        raise ParamsError(f"no {path} in {Path.cwd()}; run the command in the project's folder, where dvc.yaml and "
+                          f"{Path(path).name} are")
     loader = _Loader(Path(path).read_text())
     try:
         try:

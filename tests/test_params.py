@@ -1,6 +1,7 @@
 """params.yaml is validated in one place, and every error names the key and the value."""
 import pytest
 
+from stages import prepare
 from stages.backbones import BACKBONES
 from stages.params import ENGINES, HEADS, PRECISIONS, SOURCES, ParamsError, load_params, parse_params
 from tests.conftest import REPO, TINY, merged, repo_params, run_module, write_params
@@ -120,6 +121,16 @@ def test_a_stage_reports_bad_params_in_one_line_and_fails(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: model.backbone: 'densnet121' is not one of")
     assert "Traceback" not in result.stderr
+
+
+def test_a_stage_run_outside_the_project_names_the_folder_and_where_to_run_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        prepare.main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == (f"error: no params.yaml in {tmp_path}; run the command in the "
+                                               f"project's folder, where dvc.yaml and params.yaml are")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_invalid_yaml_is_one_line(tmp_path):
