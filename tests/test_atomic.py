@@ -1,4 +1,5 @@
 """Outputs appear whole or not at all, even when the process dies between two renames or two runs write at once."""
+import errno
 import hashlib
 import os
 import subprocess
@@ -31,6 +32,19 @@ def test_a_failing_block_keeps_the_old_output(tmp_path):
             raise ValueError("the stage failed")
     assert (target / "result.txt").read_text() == "old"
     assert left_over(tmp_path) == ["output"]
+
+
+@pytest.mark.parametrize("writer", [atomic.atomic_directory, atomic.atomic_file])
+@pytest.mark.parametrize("code, named", [(errno.ENOSPC, True), (errno.EFBIG, True), (errno.ECONNRESET, False)])
+def test_a_full_disk_names_the_output_it_stopped_and_other_errors_keep_their_text(tmp_path, writer, code, named):
+    # numpy's and zipfile's writes raise OSErrors that name no file; a full disk should say which output it hit.
+    target = tmp_path / "output.bin"
+    with pytest.raises(OSError) as raised:
+        with writer(target):
+            raise OSError(code, os.strerror(code))
+    assert raised.value.errno == code
+    assert raised.value.filename == (str(target) if named else None)
+    assert left_over(tmp_path) == []
 
 
 def test_a_kill_between_the_renames_loses_nothing(tmp_path, monkeypatch):
