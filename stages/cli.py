@@ -1,5 +1,5 @@
-"""What every command does with known failures: one line on stderr and exit status 1 (130 for Ctrl-C); and how
-it ends."""
+"""What every command does with known failures: one line on stderr and exit status 1 (130 for Ctrl-C, 141 when
+what reads its output stops reading); and how it ends."""
 import atexit
 import logging
 import os
@@ -12,12 +12,18 @@ from stages.params import load_params
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
 INTERRUPTED = 128 + 2  # the shell's status for a command that SIGINT (Ctrl-C) stopped
+READER_GONE = 128 + 13  # and for one that SIGPIPE stopped: what it wrote to had been closed
 
 
 @contextmanager
 def one_line_errors():
     try:
         yield
+    except BrokenPipeError:
+        # Whatever read our output went away (`| head`): stop quietly, as the shell's own tools do. stdout then
+        # points at /dev/null, so that flushing it at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(READER_GONE)
     except (ValueError, OSError) as error:
         if os.environ.get(DEBUG_VARIABLE):
             raise

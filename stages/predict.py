@@ -83,6 +83,20 @@ def predict(model: keras.Model, classes: list[str], images: list[Path], top_k: i
     return results
 
 
+def report(results: list[dict], as_json: bool, strict: bool) -> None:
+    """The answers on stdout, as text or one JSON document; each unreadable image a line on stderr."""
+    if as_json:
+        print(json.dumps(results, indent=2))
+    for result in results:
+        if "error" in result:
+            print(f"error: {result['error']}" if strict else f"warning: {result['error']} (skipped)",
+                  file=sys.stderr)
+        elif not as_json:
+            shown = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
+            print(f"{printable(result['image'])}: {shown}")
+    sys.stdout.flush()  # a reader that went away (`| head`) is met here, where one_line_errors handles it
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files or folders of them")
@@ -96,15 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         images = image_paths(args.images)  # a wrong path fails before seconds of loading the model
         model, classes, _ = load_classifier(args.model)
         results = predict(model, classes, images, max(1, args.top_k))
-    if args.json:
-        print(json.dumps(results, indent=2))
-    for result in results:
-        if "error" in result:
-            print(f"error: {result['error']}" if args.strict else f"warning: {result['error']} (skipped)",
-                  file=sys.stderr)
-        elif not args.json:
-            shown = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
-            print(f"{printable(result['image'])}: {shown}")
+        report(results, args.json, args.strict)
     if args.strict and any("error" in result for result in results):
         sys.exit(1)
 

@@ -1,6 +1,8 @@
 """stages.predict on hostile files: every good image gets its answer, every bad one a line, nothing hangs."""
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -11,7 +13,7 @@ from PIL import Image
 from stages import paths, predict
 from stages.classifier import load_classifier, save_classifier
 from stages.images import read_image
-from tests.conftest import predict_in_process, run_module
+from tests.conftest import REPO, predict_in_process, run_module
 from tests.test_images import png_claiming
 
 CLASSES = ["red", "green", "blue"]
@@ -51,6 +53,23 @@ def test_bad_files_among_good_ones_each_get_a_line_and_nothing_hangs(saved):
     assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
     assert f"skipping {folder / 'b.png'}: not a regular file" in result.stderr
     assert any(line.startswith(f"error: cannot read image {folder / 'b.png'}: not a regular file") for line in errors)
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly(saved):
+    """`python -m stages.predict photos/ | head -1`: answers beyond what a pipe holds (64 KiB), read one line."""
+    folder = saved / "photos"
+    folder.mkdir()
+    for index in range(1500):
+        Image.fromarray(np.full((4, 4, 3), index % 256, np.uint8)).save(folder / f"{index:04d}.png")
+    reading = subprocess.Popen([sys.executable, "-m", "stages.predict", str(folder)], cwd=saved,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    first = reading.stdout.readline()
+    reading.stdout.close()
+    errors = reading.stderr.read()
+    assert reading.wait(timeout=120) == 141, errors  # the shell's status for a command stopped by SIGPIPE
+    assert first.startswith(f"{folder / '0000.png'}: ")
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
 
 
 def test_images_go_in_batches_in_the_order_given_with_the_answers_of_one_at_a_time(saved, monkeypatch):
