@@ -19,6 +19,7 @@ READER_GONE = 128 + 13  # and for one that SIGPIPE stopped: what it wrote to had
 def one_line_errors():
     try:
         yield
+        sys.stdout.flush()  # a reader that went away (`| head`) is met here, not at exit
     except BrokenPipeError:
         # Whatever read our output went away (`| head`): stop quietly, as the shell's own tools do. stdout then
         # points at /dev/null, so that flushing it at exit does not fail again.

@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     with one_line_errors():
         print(compare(show_experiments()), end="")
-        sys.stdout.flush()  # a reader that went away (`| head`) is met here, where one_line_errors handles it
 
 
 if __name__ == "__main__":

@@ -94,7 +94,6 @@ def report(results: list[dict], as_json: bool, strict: bool) -> None:
         elif not as_json:
             shown = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
             print(f"{printable(result['image'])}: {shown}")
-    sys.stdout.flush()  # a reader that went away (`| head`) is met here, where one_line_errors handles it
 
 
 def main(argv: list[str] | None = None) -> None:
