@@ -156,7 +156,9 @@ def train_and_save(params: Params) -> None:
     size, classes, use_features = prepared["image_size"], prepared["classes"], extracted["enabled"]
     backbone = build_backbone(model_params.backbone, model_params.weights, size, model_params.seed)
     keras.utils.set_random_seed(train.seed)
-    xla = make_reproducible(head_alone=use_features and not train.fine_tune_layers)
+    # The head alone on cached features: the saved model then still matches them (fine-tuning changes the backbone).
+    head_on_features = use_features and not train.fine_tune_layers
+    xla = make_reproducible(head_alone=head_on_features)
     # dvclive writes the curves aside: they replace the last run's only once the model they describe is saved.
     with atomic_directory(paths.TRAIN_LOG) as curves:
         with Live(dir=str(curves), dvcyaml=False, save_dvc_exp=False) as live:
@@ -166,9 +168,7 @@ def train_and_save(params: Params) -> None:
         require_finite_weights(classifier, f"lower train.learning_rate (now {train.learning_rate}) and run again")
         # Compiled like the seed's saved model, so load_model(...).evaluate(...) works as it did.
         compile_for_training(classifier, train.learning_rate)
-        # Fine-tuning changes the backbone: the cached features then no longer describe the saved model.
-        save_classifier(classifier, classes, {"head_layer": head.name,
-                                              "matches_cached_features": use_features and not train.fine_tune_layers})
+        save_classifier(classifier, classes, {"head_layer": head.name, "matches_cached_features": head_on_features})
     write_json(paths.TRAIN_TIMING, timing)
     log.info("saved %s, %s and %s", paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)
 
