@@ -8,6 +8,7 @@ Hidden while Keras is imported, they stay importable afterwards (evaluate draws 
 linear probe fits with scikit-learn); only Keras's scikit-learn wrappers and plotting helpers, which no
 stage calls, then report their package missing.
 """
+import logging
 import sys
 
 OPTIONAL_EXTRAS = ("matplotlib", "sklearn")
@@ -21,5 +22,9 @@ try:
 finally:
     for name in _hidden:
         del sys.modules[name]
+
+# Imported before the commands configure logging, TensorFlow gives its logger a handler of its own; with the
+# commands' handler on the root logger, every TensorFlow warning would then be printed twice.
+logging.getLogger("tensorflow").handlers.clear()
 
 __all__ = ["keras", "tf"]

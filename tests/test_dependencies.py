@@ -1,4 +1,5 @@
-"""dvc.yaml's code dependencies are exactly the files each stage runs, and params.yaml loads with no ML framework."""
+"""dvc.yaml's code dependencies are exactly the files each stage runs; params.yaml loads with no ML framework,
+and the stages load theirs without extras and log through one handler."""
 import ast
 import subprocess
 import sys
@@ -77,3 +78,11 @@ def test_the_model_stages_load_keras_without_its_optional_extras_and_evaluate_wi
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "False", "importable"]
+
+
+def test_a_tensorflow_warning_is_printed_once():
+    probe = ("from stages.cli import run_stage; from stages.frameworks import tf; "
+             "run_stage(lambda params: tf.get_logger().warning('said once'))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "said once" in line] == ["tensorflow: said once"]
