@@ -42,12 +42,23 @@ def test_probabilities(model: keras.Model, about: dict, cached: np.ndarray | Non
     return np.concatenate([model.predict_on_batch(images[start:start + batch_size]) for start in starts])
 
 
+def not_retracing(record: logging.LogRecord) -> bool:
+    """Run eagerly, Keras wraps each grouped convolution (ConvNeXt's) in a new tf.function at every call, and
+    TensorFlow warns of "retracing" from the fifth on: expected here, and nothing the user could change."""
+    return "retracing" not in record.getMessage()
+
+
 def saved_model_features(model: keras.Model, head_layer: str, images: np.ndarray) -> np.ndarray:
     """What the saved model's backbone makes of raw images: the input of its head."""
     backbone = keras.Model(model.input, model.get_layer(head_layer).input)
-    if images.shape[1] <= EAGER_CHECK_MAX_SIZE:
+    if images.shape[1] > EAGER_CHECK_MAX_SIZE:
+        return backbone.predict(images, verbose=0)
+    tensorflow_log = logging.getLogger("tensorflow")
+    tensorflow_log.addFilter(not_retracing)
+    try:
         return keras.ops.convert_to_numpy(backbone(images, training=False))
-    return backbone.predict(images, verbose=0)
+    finally:
+        tensorflow_log.removeFilter(not_retracing)
 
 
 def relative_differences(features: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Each stage's run() on tiny synthetic data: shapes, dtypes, files, and numbers that must agree."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -13,7 +15,7 @@ from stages.cache import RowReader, SplitRows
 from stages.classifier import save_classifier
 from stages.features import batch_starts, engine_batch_size, extract_rows
 from stages.params import load_params
-from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, fabricated_cifar, run_stages, write_params
+from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
 
 
 def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):
@@ -125,6 +127,21 @@ def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predic
     traced = evaluate.saved_model_features(model, head_layer, images)
     assert eager.shape == traced.shape == (8, 1024)
     np.testing.assert_allclose(eager, traced, rtol=1e-4, atol=1e-6 * float(np.abs(traced).max()))
+
+
+@pytest.mark.slow
+def test_the_eager_saved_model_check_of_a_convnext_warns_of_no_retracing():
+    # In a process of its own: TensorFlow warns at most twice per process of such retracing.
+    probe = ("import numpy as np; from stages import evaluate; from stages.cli import run_stage; "
+             "from stages.models import build_backbone, build_head, image_model; "
+             "backbone = build_backbone('convnext_tiny', 'none', 32, 0); "
+             "model = image_model('convnext_tiny', backbone, 32, head=build_head(768, 8, 10)); "
+             "images = np.zeros((4, 32, 32, 3), np.uint8); "
+             "run_stage(lambda params: print(evaluate.saved_model_features(model, 'head', images).shape))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(4, 768)"
+    assert "retracing" not in result.stderr, result.stderr
 
 
 @EVALUATED_GROUP
