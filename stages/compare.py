@@ -25,6 +25,19 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 # They change how fast a run is, not what it measures.
 NOT_COMPARED = ("model.backbone", "extract.engine", "extract.batch_size")
+Z = 2  # the accuracy's interval: about 95 %
+
+
+def accuracy_interval(accuracy: float, images: int) -> tuple[float, float]:
+    """Wilson's score interval of an accuracy measured on `images` test images, at z = Z.
+
+    Unlike accuracy ± Z standard errors, it stays within 0..1 and does not shrink to nothing at an accuracy
+    of 0 or 1 (a small, easy test split), where the test split is least sure of it."""
+    shrink = 1 + Z ** 2 / images
+    centre = (accuracy + Z ** 2 / (2 * images)) / shrink
+    half = Z / shrink * math.sqrt(accuracy * (1 - accuracy) / images + Z ** 2 / (4 * images ** 2))
+    # It holds the accuracy itself, also after rounding (an error bar must not be negative).
+    return max(0.0, min(accuracy, centre - half)), min(1.0, max(accuracy, centre + half))
 
 
 @dataclass(frozen=True)
@@ -41,11 +54,8 @@ class Result:
     setting: tuple  # what two runs must share to be compared: every other param, and the prepared data
 
     @property
-    def error(self) -> float | None:
-        """Two binomial standard errors of the test accuracy."""
-        if not self.test_images:
-            return None
-        return 2 * math.sqrt(self.accuracy * (1 - self.accuracy) / self.test_images)
+    def interval(self) -> tuple[float, float] | None:
+        return accuracy_interval(self.accuracy, self.test_images) if self.test_images else None
 
 
 def show_experiments() -> list[dict]:
@@ -128,18 +138,20 @@ def markdown(groups: dict[str, list[Result]]) -> str:
     lines = []
     for heading, results in groups.items():
         lines += [f"## {heading}", "",
-                  "| backbone | experiment | test accuracy ± 2 s.e. | macro F1 | extraction images/s "
+                  "| backbone | experiment | test accuracy (95 % interval) | macro F1 | extraction images/s "
                   "| extraction s | head training s | model MB |",
                   "|---|---|---|---|---|---|---|---|"]
         for result in results:
-            accuracy = number(result.accuracy, 3) + (f" ± {result.error:.3f}" if result.error is not None else "")
+            interval = f" ({result.interval[0]:.3f}–{result.interval[1]:.3f})" if result.interval else ""
+            accuracy = number(result.accuracy, 3) + interval
             megabytes = None if result.model_bytes is None else result.model_bytes / 1e6
             lines.append(f"| {result.backbone} | {result.experiment} | {accuracy} | {number(result.macro_f1, 3)} "
                          f"| {number(result.extract_images_per_second, 1)} | {number(result.extract_seconds, 1)} "
                          f"| {number(result.head_seconds, 1)} | {number(megabytes, 1)} |")
         lines.append("")
-    lines.append("± is two binomial standard errors, 2·√(p(1−p)/n) on the n test images: two backbones whose "
-                 "intervals overlap are not told apart by this test split.")
+    lines.append(f"The interval is Wilson's score interval at z = {Z} on the n test images; unlike ± {Z} standard "
+                 "errors, it does not shrink to nothing at an accuracy of 0 or 1. Two backbones whose intervals "
+                 "overlap are not told apart by this test split.")
     return "\n".join(lines) + "\n"
 
 
@@ -150,9 +162,12 @@ def plot(groups: dict[str, list[Result]]) -> None:
     for (heading, results), (accuracy_axis, speed_axis) in zip(groups.items(), axes):
         labels = [f"{result.backbone} ({result.experiment})" for result in results]
         rows = range(len(results))
+        intervals = [result.interval or (result.accuracy, result.accuracy) for result in results]
+        below_and_above = [[result.accuracy - low for result, (low, _) in zip(results, intervals)],
+                           [high - result.accuracy for result, (_, high) in zip(results, intervals)]]
         accuracy_axis.barh(rows, [result.accuracy for result in results], color="tab:blue",
-                           xerr=[result.error or 0 for result in results], capsize=4)
-        accuracy_axis.set(yticks=rows, xlim=(0, 1), xlabel="test accuracy (± 2 s.e.)", title=heading)
+                           xerr=below_and_above, capsize=4)
+        accuracy_axis.set(yticks=rows, xlim=(0, 1), xlabel="test accuracy (95 % interval)", title=heading)
         accuracy_axis.set_yticklabels(labels)
         accuracy_axis.invert_yaxis()
         speed_axis.barh(rows, [result.extract_images_per_second or 0 for result in results], color="tab:orange")

@@ -1,4 +1,5 @@
 """`python -m stages.compare`: experiments as `dvc exp show --json` gives them, into one table per comparable group."""
+from hypothesis import given, strategies as st
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,13 +44,27 @@ def test_one_group_one_row_per_experiment_best_first(workdir):
                                   ("failed-run", None)))
     assert table.startswith("## all runs share their data, image size and head\n")
     assert table_rows(table) == [
-        ["vgg16", "jural-rort", "0.700 ± 0.046", "0.500", "160.0", "5.0", "3.5", "35.0"],
-        ["densenet121", "puffy-myth", "0.637 ± 0.048", "0.500", "160.0", "5.0", "3.5", "35.0"],
+        ["vgg16", "jural-rort", "0.700 (0.652–0.744)", "0.500", "160.0", "5.0", "3.5", "35.0"],
+        ["densenet121", "puffy-myth", "0.637 (0.588–0.684)", "0.500", "160.0", "5.0", "3.5", "35.0"],
     ]
     assert paths.COMPARE_TABLE.read_text() == table
     with Image.open(paths.COMPARE_PNG) as picture:
         pixels = np.asarray(picture.convert("L"))
     assert pixels.std() > 20, "the chart is blank"  # white page with bars and text
+
+
+def test_a_perfect_or_null_score_still_has_an_interval(workdir):
+    # ± 2 standard errors would be ± 0 here: a certainty that 400 test images cannot give.
+    table = compare.compare(shown(("easy", run_data("convnext_tiny", 1.0)), ("hard", run_data("vgg16", 0.0))))
+    assert [row[2] for row in table_rows(table)] == ["1.000 (0.990–1.000)", "0.000 (0.000–0.010)"]
+    assert paths.COMPARE_PNG.is_file()  # error bars of length zero on one side draw
+
+
+@given(accuracy=st.floats(0, 1), images=st.integers(1, 100_000))
+def test_the_interval_holds_the_accuracy_within_0_and_1(accuracy, images):
+    low, high = compare.accuracy_interval(accuracy, images)
+    assert 0 <= low <= accuracy <= high <= 1
+    assert high - low > 0
 
 
 def test_runs_on_other_data_or_with_another_head_are_shown_apart(workdir):
