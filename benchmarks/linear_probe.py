@@ -10,7 +10,6 @@ weights (nothing can be downloaded here) at 32x32.
 import argparse
 import contextlib
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +19,13 @@ import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from stages import evaluate, extract, paths, prepare, train
+from stages import evaluate, extract, heads, paths, prepare, train
+from stages.compare import accuracy_interval
 from stages.params import load_params
 
 SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+# Per head, the function that fits it: the seconds spent in it are the head's fit alone.
+HEAD_FIT = {"mlp": (train, "fit"), "linear": (heads, "fit_linear_probe")}
 
 
 def write_params(folder: Path, data: dict, head: str) -> None:
@@ -46,7 +48,8 @@ def write_digits(root: Path) -> None:
 
 @contextlib.contextmanager
 def timing(module, name: str):
-    """Seconds spent in `module.name` while the block runs: the head's fit alone, within the train stage."""
+    """Seconds spent in `module.name` while the block runs: the head's fit alone, within the train stage.
+    The block must call it, or there would be no figure to give."""
     seconds, original = [], getattr(module, name)
 
     def timed(*args, **kwargs):
@@ -60,6 +63,8 @@ def timing(module, name: str):
         yield seconds
     finally:
         setattr(module, name, original)
+    if not seconds:
+        raise RuntimeError(f"{module.__name__}.{name} was never called: HEAD_FIT names the wrong function")
 
 
 def compare(folder: Path, data: dict) -> list[dict]:
@@ -71,7 +76,7 @@ def compare(folder: Path, data: dict) -> list[dict]:
         extract.run(params)
         for head in ("mlp", "linear"):
             write_params(folder, data, head)
-            with timing(train, "fit" if head == "mlp" else "fit_linear_probe") as fit_seconds:
+            with timing(*HEAD_FIT[head]) as fit_seconds:
                 start = time.perf_counter()
                 train.run(load_params())
             stage_seconds = time.perf_counter() - start
@@ -98,13 +103,13 @@ def main() -> None:
             "digits (1,797 PNG files)": (root / "digits-run", {"source": "folder", "path": str(root / "digits"),
                                                               "limit": None, "val_size": 180}),
         }
-        print("| data | head | test accuracy | ± 2 SE | head fit, s | train stage, s |")
+        print("| data | head | test accuracy | 95 % interval | head fit, s | train stage, s |")
         print("| --- | --- | --- | --- | --- | --- |")
         for name, (folder, data) in datasets.items():
             for row in compare(folder, data):
-                error = 2 * math.sqrt(row["accuracy"] * (1 - row["accuracy"]) / row["test_images"])
-                print(f"| {name} | {row['head']} | {row['accuracy']:.4f} | {error:.4f} | {row['fit_seconds']:.2f} | "
-                      f"{row['train_stage_seconds']:.1f} |", flush=True)
+                low, high = accuracy_interval(row["accuracy"], row["test_images"])
+                print(f"| {name} | {row['head']} | {row['accuracy']:.4f} | {low:.4f}–{high:.4f} "
+                      f"| {row['fit_seconds']:.2f} | {row['train_stage_seconds']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

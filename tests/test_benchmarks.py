@@ -2,6 +2,7 @@
 import keras
 import pytest
 
+from benchmarks.linear_probe import HEAD_FIT, timing
 from benchmarks.run import crossover, parse_args
 from benchmarks.startup import PHASES, TIMED, timed_function
 from benchmarks.throughput import forward_flops
@@ -47,3 +48,11 @@ def test_each_timed_phase_names_a_function_that_exists():
         owner, name = timed_function(phase)
         assert callable(getattr(owner, name)), phase
     assert set(TIMED) < set(PHASES)
+
+
+def test_each_head_fit_the_linear_probe_times_exists_and_an_uncalled_one_is_an_error():
+    for head, (owner, name) in HEAD_FIT.items():
+        assert callable(getattr(owner, name)), head
+    with pytest.raises(RuntimeError, match="stages.train.fit was never called"):
+        with timing(*HEAD_FIT["mlp"]):
+            pass
