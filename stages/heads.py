@@ -67,10 +67,14 @@ def linear_head(probe: LinearProbe, num_classes: int) -> keras.Sequential:
         raise ValueError(f"train: the training split holds {len(probe.model.classes_)} of {num_classes} classes")
     if num_classes == 2:  # scikit-learn keeps one row for two classes: softmax([0, z]) is its [1 - s(z), s(z)]
         weights, biases = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], biases])
+    # Standardised as (x - mean) · (weights / scale): Keras's Normalization divides by no less than 1e-7, which
+    # would flatten features that vary by less (a random MobileNetV2's are about 1e-13 in size), so it only
+    # takes the mean off, and the division goes into the weights.
     head = keras.Sequential([
         keras.Input((weights.shape[1],), name="features"),
-        keras.layers.Normalization(mean=probe.scaler.mean_, variance=probe.scaler.scale_ ** 2, name="standardise"),
+        keras.layers.Normalization(mean=probe.scaler.mean_, variance=np.ones_like(probe.scaler.mean_), name="centre"),
         keras.layers.Dense(num_classes, activation="softmax", name="predictions"),
     ], name="head")
-    head.get_layer("predictions").set_weights([weights.T.astype(np.float32), biases.astype(np.float32)])
+    scaled_weights = weights / probe.scaler.scale_
+    head.get_layer("predictions").set_weights([scaled_weights.T.astype(np.float32), biases.astype(np.float32)])
     return head

@@ -56,6 +56,18 @@ def test_two_classes_give_scikit_learns_probabilities_too():
     np.testing.assert_allclose(head.predict(features, verbose=0), expected, atol=PROBABILITY_TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [1e-13, 1e6])
+def test_features_of_any_size_give_scikit_learns_probabilities(scale):
+    # A random MobileNetV2's features are about 1e-13 in size; Keras's Normalization divides by at least 1e-7.
+    rng = np.random.default_rng(2)
+    labels = np.arange(300) % 3
+    features = ((rng.normal(size=(300, 6)) + labels[:, None] * 0.7) * scale).astype(np.float32)
+    probe = fit_linear_probe(features[:200], labels[:200], features[200:], labels[200:], (1.0,))
+    expected = probe.model.predict_proba(probe.scaler.transform(features))
+    computed = linear_head(probe, 3).predict(features, verbose=0)
+    np.testing.assert_allclose(computed, expected, atol=PROBABILITY_TOLERANCE, rtol=0)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"extract": {"enabled": False}}, "train.head: linear fits cached features; set extract.enabled: true"),
     ({"train": {"fine_tune_layers": 5}}, "train.head: linear is fitted once, on frozen features"),
