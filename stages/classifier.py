@@ -46,6 +46,10 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises TypeError, ValueError or OSError, depending on what is wrong
+        if path.suffix == ".h5":  # Keras 3.15 cannot rebuild ConvNeXt from one, LayerScale given or not
+            raise ValueError(f"{shown} could not be loaded ({_reason(error)}): Keras cannot rebuild every model "
+                             f"from the legacy .h5 format, ConvNeXt's among them; use the .keras file saved "
+                             f"beside it") from error
         raise ValueError(f"{shown} was refused: not a plain Keras model of this pipeline ({_reason(error)})"
                          ) from error
 
@@ -56,6 +60,9 @@ def _reason(error: Exception) -> str:
     unknown = re.search(r"Could not locate (class|function) '([^']{1,100})'", text)
     if unknown:
         return f"it names {unknown.group(2)!r}, which is not a Keras {unknown.group(1)}"
+    unknown_layer = re.search(r"Unknown layer: '([^']{1,100})'", text)
+    if unknown_layer:
+        return f"Keras's loader does not know its layer {unknown_layer.group(1)!r}"
     return paths.printable(text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -154,6 +155,21 @@ def test_a_model_naming_other_code_is_refused_in_one_line(tmp_path, capsys, modu
     assert status == 1 and error.count("\n") == 1
     assert error.strip() == (f"error: {model_path} was refused: not a plain Keras model of this pipeline (it names "
                              f"'{name}', which is not a Keras class)")
+
+
+def test_an_h5_model_keras_cannot_rebuild_points_to_the_keras_file(tmp_path, capsys):
+    # As a ConvNeXt classifier's .h5 is in Keras 3.15: its LayerScale layers are unknown to the legacy loader.
+    model_path = model_elsewhere(tmp_path).with_suffix(".h5")
+    tiny_classifier().save(model_path)
+    with h5py.File(model_path, "r+") as saved:
+        config = saved.attrs["model_config"]
+        assert '"class_name": "Dense"' in config
+        saved.attrs["model_config"] = config.replace('"class_name": "Dense"', '"class_name": "LayerScale"')
+    status, _, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--model", str(model_path))
+    assert status == 1 and error.count("\n") == 1
+    assert error.strip() == (f"error: {model_path} could not be loaded (Keras's loader does not know its layer "
+                             f"'LayerScale'): Keras cannot rebuild every model from the legacy .h5 format, "
+                             f"ConvNeXt's among them; use the .keras file saved beside it")
 
 
 def test_a_damaged_model_file_is_named_as_damaged(tmp_path, capsys):
