@@ -9,7 +9,7 @@ from tqdm import tqdm
 from stages import paths
 from stages.atomic import exclusive, read_json, write_json
 from stages.cache import load_features
-from stages.classifier import load_classifier
+from stages.classifier import load_classifier, predict_padded
 from stages.cli import end_process, run_stage
 from stages.frameworks import keras
 from stages.params import Params
@@ -38,8 +38,9 @@ def test_probabilities(model: keras.Model, about: dict, cached: np.ndarray | Non
     if cached is not None:
         return model.get_layer(about["head_layer"]).predict(cached, batch_size=batch_size, verbose=0)
     images = np.load(paths.images("test"), mmap_mode="r")
+    batch_size = min(batch_size, len(images))
     starts = tqdm(range(0, len(images), batch_size), desc="evaluate test images", unit="batch", disable=None)
-    return np.concatenate([model.predict_on_batch(images[start:start + batch_size]) for start in starts])
+    return np.concatenate([predict_padded(model, images[start:start + batch_size], batch_size) for start in starts])
 
 
 def not_retracing(record: logging.LogRecord) -> bool:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from stages import paths
 from stages.cli import end_process, one_line_errors
-from stages.classifier import load_classifier
+from stages.classifier import load_classifier, predict_padded
 from stages.frameworks import keras
 from stages.images import image_files, read_image
 from stages.paths import printable
@@ -62,9 +62,11 @@ def predict(model: keras.Model, classes: list[str], images: list[Path], top_k: i
     waiting: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # per image shape: (index, pixels)
     resize = host_resize(model)
 
+    batch_size = min(batch_size, len(images))
+
     def classify(batch: list[tuple[int, np.ndarray]]) -> None:
-        probabilities = model.predict_on_batch(np.stack([pixels for _, pixels in batch]))
-        for (index, _), row in zip(batch, keras.ops.convert_to_numpy(probabilities)):
+        probabilities = predict_padded(model, np.stack([pixels for _, pixels in batch]), batch_size)
+        for (index, _), row in zip(batch, probabilities):
             results[index]["top"] = ranked(classes, row, top_k)
 
     for index, path in enumerate(tqdm(images, desc="predict", unit="img", disable=None)):

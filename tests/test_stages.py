@@ -129,6 +129,18 @@ def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predic
     np.testing.assert_allclose(eager, traced, rtol=1e-4, atol=1e-6 * float(np.abs(traced).max()))
 
 
+def test_evaluate_runs_the_test_images_through_the_model_in_batches_of_one_shape(extracted, monkeypatch):
+    # A short last batch would have Keras trace the model a second time, which costs as long as the first.
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10, "softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
+    shapes = []
+    monkeypatch.setattr(model, "predict_on_batch", lambda batch: shapes.append(batch.shape) or model(batch))
+    probabilities = evaluate.test_probabilities(model, {}, None, batch_size=64)
+    images = np.load(paths.images("test"))
+    assert len(images) % 64 and shapes == [(64, 32, 32, 3)] * -(-len(images) // 64)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+
+
 @pytest.mark.slow
 def test_the_eager_saved_model_check_of_a_convnext_warns_of_no_retracing():
     # In a process of its own: TensorFlow warns at most twice per process of such retracing.
