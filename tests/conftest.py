@@ -143,11 +143,16 @@ def evaluated(evaluated_once, workdir):
     return workdir
 
 
-def saved_head_weights(folder: Path) -> list[np.ndarray]:
-    """The trained head's weights as train saved them, read from the .h5 file without building the backbone."""
+def saved_weights(folder: Path, layer: str) -> dict[str, np.ndarray]:
+    """A layer of the classifier (the head, or the backbone) as train saved it, by weight path
+    ("conv1_bn/gamma"), read from the .h5 file without building the model."""
     with h5py.File(folder / "models/cifar10.h5", "r") as saved:
-        head = saved["model_weights/head"]
-        return [head[name][()] for name in head.attrs["weight_names"]]
+        group = saved[f"model_weights/{layer}"]
+        return {name: group[name][()] for name in group.attrs["weight_names"]}
+
+
+def saved_head_weights(folder: Path) -> list[np.ndarray]:
+    return list(saved_weights(folder, "head").values())
 
 
 def run_stages(*stages):

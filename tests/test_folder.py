@@ -3,7 +3,6 @@ import contextlib
 import json
 import logging
 
-import keras
 import numpy as np
 import pytest
 import yaml
@@ -79,10 +78,8 @@ def test_a_folder_dataset_runs_end_to_end(folder_run):
     assert [row["class"] for row in per_class] == ["blue", "green", "red"]
     metrics = json.loads((repo / "metrics/metrics.json").read_text())
     assert metrics["accuracy"] > 0.6, metrics  # chance is 1/3
+    # evaluate loaded the model with them, and refuses a model whose outputs are not one per class name
     assert json.loads((repo / "models/cifar10.classes.json").read_text()) == ["blue", "green", "red"]
-
-    model = keras.models.load_model(repo / "models/cifar10.keras")
-    assert model.output.shape[-1] == 3
 
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
     for name in ("confusion_matrix.png", "mistakes.png"):
@@ -108,13 +105,7 @@ def test_predict_names_the_class_of_new_images(folder_run, tmp_path, monkeypatch
     assert predictions[str(new / "blue.jpg")][0]["class"] == "blue"
     assert len(predictions[str(new / "red.png")]) == 3
     assert abs(sum(top["probability"] for top in predictions[str(new / "red.png")]) - 1) < 1e-4
-
-    (new / "broken.png").write_bytes(b"not an image")
-    status, text, error = predict_in_process(capsys, str(new))
-    assert status == 0 and len(text.strip().splitlines()) == 2  # the two images; the broken file is skipped
-    assert error.strip().startswith(f"warning: cannot read image {new / 'broken.png'}")
-    status, _, error = predict_in_process(capsys, str(new / "broken.png"), "--strict")
-    assert status == 1 and error.strip().startswith(f"error: cannot read image {new / 'broken.png'}")
+    # Unreadable files, folders and --strict: tests/test_predict.py, on a small model that loads in a moment.
     status, _, error = predict_in_process(capsys, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
     assert status == 1 and error.strip() == f"error: no model at {tmp_path / 'absent.keras'}; run `dvc repro` first, " \
         "or pass --model PATH"

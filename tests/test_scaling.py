@@ -12,9 +12,8 @@ import pytest
 from PIL import Image
 
 from stages.strategy import choose_strategy, cluster_workers
-from stages import train
-from tests.conftest import (CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env, run_module,
-                            run_stages, saved_head_weights, write_params)
+from tests.conftest import (CLEARLY_ABOVE_CHANCE, EVALUATED_GROUP, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env,
+                            run_module, saved_head_weights)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
            "models/cifar10.h5", "metrics/metrics.json"]
@@ -204,14 +203,13 @@ train.main()
 
 
 @pytest.mark.slow
-def test_mirrored_training_over_two_devices_matches_one_device(extracted):
-    write_params(extracted, {"train": {"epochs": 2}})
-    run_stages(train)
-    single = saved_head_weights(extracted)
+@EVALUATED_GROUP
+def test_mirrored_training_over_two_devices_matches_one_device(evaluated):
+    single = saved_head_weights(evaluated)  # the shared run's train, on one device
     assert [weights.shape for weights in single] == [(1024, 256), (256,), (256, 10), (10,)]
-    mirrored = subprocess.run([sys.executable, "-c", MIRRORED_TRAINING], cwd=extracted, capture_output=True, text=True,
+    mirrored = subprocess.run([sys.executable, "-c", MIRRORED_TRAINING], cwd=evaluated, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
     assert mirrored.returncode == 0, mirrored.stderr
     assert "replicas 2" in mirrored.stdout
-    for one_device, two_devices in zip(single, saved_head_weights(extracted)):
+    for one_device, two_devices in zip(single, saved_head_weights(evaluated)):
         assert np.abs(one_device - two_devices).max() < 1e-4
