@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,16 +100,33 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def extracted_once(tmp_path_factory):
-    """One prepare + extract of the tiny params, shared: tests copy it rather than recompute it."""
+def made_once_per_run(tmp_path_factory, name: str, make) -> Path:
+    """A folder `make` fills once for the whole test run: a session fixture alone runs once in each
+    pytest-xdist worker. The first worker to ask makes it while any other waits, then all share it."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    folder, made = root / name, root / f"{name}.made"
+    with FileLock(root / f"{name}.lock"):
+        if not made.exists():  # none when a worker stopped half-way: make it again
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
+def prepare_and_extract(folder: Path) -> None:
     from stages import extract, prepare
 
-    folder = tmp_path_factory.mktemp("extracted")
     write_params(folder, {})
     with contextlib.chdir(folder):
         run_stages(prepare, extract)
-    return folder / "data"
+
+
+@pytest.fixture(scope="session")
+def extracted_once(tmp_path_factory):
+    """One prepare + extract of the tiny params, shared: tests copy it rather than recompute it."""
+    return made_once_per_run(tmp_path_factory, "extracted", prepare_and_extract) / "data"
 
 
 @pytest.fixture

@@ -73,10 +73,11 @@ def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is
     assert entry.type == "model" and entry.meta["backbone"] == "densenet121" and entry.meta["image_size"] == 32
 
 
-def experiment_backbones(repo) -> dict[str, str]:
-    """Experiment name -> its model.backbone, from `dvc exp show --json`."""
+def experiment_results(repo) -> dict[str, tuple[str, float]]:
+    """Experiment name -> its model.backbone and test accuracy, from `dvc exp show --json`."""
     rows = json.loads(dvc(repo, "exp", "show", "--json"))
-    return {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]["model"]["backbone"]
+    return {rev["name"]: (rev["data"]["params"]["params.yaml"]["data"]["model"]["backbone"],
+                          rev["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"])
             for row in rows for experiment in row.get("experiments") or [] for rev in experiment["revs"]}
 
 
@@ -102,11 +103,10 @@ def test_experiments_run_on_two_machines_meet_in_a_third(reproduced_repo, tmp_pa
     dvc(third, "pull", "--allow-missing")
     dvc(third, "repro")  # prepare rebuilds the images, never pushed, into this machine's cache
     dvc(third, "exp", "pull", "origin")
-    assert experiment_backbones(third) == {"densenet121-on-first": "densenet121", "vgg16-on-second": "vgg16"}
-    metrics = json.loads(dvc(third, "exp", "show", "--json"))
-    accuracies = [rev["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
-                  for row in metrics for experiment in row.get("experiments") or [] for rev in experiment["revs"]]
-    assert len(accuracies) == 2 and all(accuracy > CLEARLY_ABOVE_CHANCE for accuracy in accuracies), accuracies
+    results = experiment_results(third)
+    assert {name: backbone for name, (backbone, _) in results.items()} == {
+        "densenet121-on-first": "densenet121", "vgg16-on-second": "vgg16"}
+    assert all(accuracy > CLEARLY_ABOVE_CHANCE for _, accuracy in results.values()), results
 
     dvc(third, "exp", "apply", "vgg16-on-second")
     dvc(third, "pull")
