@@ -55,7 +55,10 @@ def write_params(folder: Path, changes: dict) -> dict:
 
 
 def dvc_env() -> dict:
-    return {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
+    """dvc, and the `python` of dvc.yaml's commands, from this interpreter's environment first: pytest run
+    as .venv/bin/python without activating it still runs the virtual environment's."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, **GIT_IDENTITY, "PATH": path, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
 
 
 def dvc(repo, *args: str) -> str:
