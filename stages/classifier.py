@@ -102,7 +102,7 @@ def predict_padded(model: keras.Model, images: np.ndarray, batch_size: int) -> n
     """The model's outputs for up to batch_size images, always run as a batch of batch_size: Keras traces
     the model again for each new batch shape, and a short last batch would cost as long as the first
     batch (3.2 s for DenseNet-121 at 32x32 on this project's 2-core CPU)."""
-    missing = batch_size - len(images)
-    if missing:
-        images = np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)])
-    return keras.ops.convert_to_numpy(model.predict_on_batch(images))[:batch_size - missing]
+    count = len(images)
+    if count < batch_size:
+        images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
+    return keras.ops.convert_to_numpy(model.predict_on_batch(images))[:count]

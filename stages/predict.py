@@ -61,7 +61,6 @@ def predict(model: keras.Model, classes: list[str], images: list[Path], top_k: i
     results: list[dict] = [{"image": str(path)} for path in images]
     waiting: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # per image shape: (index, pixels)
     resize = host_resize(model)
-
     batch_size = min(batch_size, len(images))
 
     def classify(batch: list[tuple[int, np.ndarray]]) -> None:

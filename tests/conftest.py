@@ -165,8 +165,9 @@ def evaluated(evaluated_once, workdir):
 
 
 def saved_weights(folder: Path, layer: str) -> dict[str, np.ndarray]:
-    """A layer of the classifier (the head, or the backbone) as train saved it, by weight path
-    ("conv1_bn/gamma"), read from the .h5 file without building the model."""
+    """A layer of the classifier (the head, or the backbone) as train saved it, by the name the .h5 file
+    gives each weight (the backbone's "conv1_bn/gamma", the head's "head/predictions/kernel"), read
+    without building the model."""
     with h5py.File(folder / "models/cifar10.h5", "r") as saved:
         group = saved[f"model_weights/{layer}"]
         return {name: group[name][()] for name in group.attrs["weight_names"]}
