@@ -1,4 +1,8 @@
-"""The benchmark's arithmetic: the extrapolated crossover and the counted forward FLOPs."""
+"""The benchmark's arithmetic: the extrapolated crossover, the counted forward FLOPs, the suites' ratios."""
+import os
+import shutil
+import subprocess
+
 import keras
 import pytest
 
@@ -6,6 +10,7 @@ from benchmarks.linear_probe import HEAD_FIT, timing
 from benchmarks.run import crossover, parse_args
 from benchmarks.startup import PHASES, TIMED, timed_function
 from benchmarks.throughput import forward_flops
+from tests.conftest import GIT_IDENTITY, REPO
 
 
 def test_crossover_finds_where_the_ratio_reaches_eight():
@@ -56,3 +61,31 @@ def test_each_head_fit_the_linear_probe_times_exists_and_an_uncalled_one_is_an_e
     with pytest.raises(RuntimeError, match="stages.train.fit was never called"):
         with timing(*HEAD_FIT["mlp"]):
             pass
+
+
+def commit_ci_run(repo, last_line: str, status: int) -> None:
+    """A commit whose `.ci/run` only prints a last line, as pytest's summary would be, and exits."""
+    (repo / ".ci/run").write_text(f"echo '{last_line}'\nexit {status}\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", last_line], cwd=repo, check=True, env={**os.environ, **GIT_IDENTITY})
+
+
+def test_suite_time_gives_each_commits_suite_as_a_ratio_to_the_first(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    (repo / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks/suite_time.sh", repo / "benchmarks")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    commit_ci_run(repo, "====== 1 failed, 89 passed in 600.00s (0:10:00) ======", 1)  # a failure still has a time
+    commit_ci_run(repo, "====== 205 passed in 270.00s (0:04:30) ======", 0)
+    commit_ci_run(repo, "ERROR: No matching distribution found for tensorflow", 1)  # no install, no time
+    result = subprocess.run(["bash", "benchmarks/suite_time.sh", "HEAD~2", "HEAD~1", "HEAD"], cwd=repo,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "cores" in lines[0]
+    assert lines[1].endswith("1 failed, 89 passed in 600.00s; ratio to the first 1.000"), lines
+    assert lines[2].endswith("205 passed in 270.00s; ratio to the first 0.450"), lines
+    assert "no pytest summary" in lines[3], lines
+    refused = subprocess.run(["bash", "benchmarks/suite_time.sh", "HEAD"], cwd=repo, capture_output=True, text=True)
+    assert refused.returncode == 2 and "usage:" in refused.stderr
