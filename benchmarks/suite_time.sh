@@ -2,7 +2,7 @@
 # The full test suite of several commits, one after the other, each from a clean clone with its own
 # `.ci/run` install, each time also as a ratio to the first one measured: run side by side, the machine's
 # speed, which swings from hour to hour on shared machines, divides out.
-#   bash benchmarks/suite_time.sh 6815dce HEAD   # issue 13's baseline, then the suite today
+#   bash benchmarks/suite_time.sh 6815dce HEAD   # the suite when its time target was set, then today
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: bash benchmarks/suite_time.sh COMMIT COMMIT [COMMIT...]  (times are given relative to the first)" >&2
@@ -28,4 +28,4 @@ for index in $(seq 1 $#); do
   first="${first:-$seconds}"
   echo "$commit (started $started UTC): $summary; ratio to the first $(python3 -c "print(f'{$seconds / $first:.3f}')")"
 done
-echo "logs: $work"
+echo "clones and logs: $work (each clone holds its .ci/run install; remove the folder when done)"
