@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages import paths
-from stages.evaluate import FEATURE_TOLERANCE, relative_differences
+from stages.lib import paths
+from stages.lib.saved_model_check import FEATURE_TOLERANCE, relative_differences
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,8 @@ def stage(module: str, folder: Path, *args: str) -> str:
 
 def extract_timed(out: str) -> None:
     """In a process of its own: extract every split into `out`, print images/s of the extraction alone."""
-    from stages.features import batch_starts, build_engine, extract_rows, prepared_images
-    from stages.params import load_params
+    from stages.lib.features import batch_starts, build_engine, extract_rows, prepared_images
+    from stages.lib.params import load_params
 
     params = load_params()
     engine, width, _ = build_engine(params, 224)
@@ -83,7 +83,7 @@ def test_accuracy(work: Path, extracted: Path, images: int, epochs: int, backbon
 
 
 def precisions() -> list[str]:
-    from stages.engines import cpu_has_bfloat16, gpu_available
+    from stages.lib.engines import cpu_has_bfloat16, gpu_available
 
     if gpu_available() or cpu_has_bfloat16():
         return ["float32", "mixed"]
@@ -127,7 +127,7 @@ def mixed_agrees(work: Path, float32: Path, mixed: Path, images: int, epochs: in
 
 
 def check(images: int, engines: list[str], epochs: int, backbone: str) -> bool:
-    from stages.engines import gpu_available
+    from stages.lib.engines import gpu_available
 
     print(f"device: {'GPU' if gpu_available() else 'CPU (no GPU found)'}; {images} synthetic images per split "
           f"at 224x224, {backbone} (random weights)")

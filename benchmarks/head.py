@@ -14,10 +14,10 @@ import numpy as np
 from dvclive import Live
 
 from benchmarks.run import EPOCHS, SEED, VAL_SHARE
-from stages.batches import Batches
-from stages.models import build_head
-from stages.strategy import make_reproducible
-from stages.train import fit
+from stages.lib.batches import Batches
+from stages.lib.models import build_head
+from stages.lib.strategy import make_reproducible
+from stages.lib.fitting import fit
 
 WIDTH = 1024  # DenseNet-121's pooled features
 UNITS, CLASSES, BATCH, RATE = 256, 10, 32, 0.001  # the seed's head, batch size and Adam

@@ -19,9 +19,11 @@ import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from stages import evaluate, extract, heads, paths, prepare, train
-from stages.compare import accuracy_interval
-from stages.params import load_params
+from stages import evaluate, extract, prepare, train
+
+from stages.lib import heads, paths
+from stages.lib.scores import accuracy_interval
+from stages.lib.params import load_params
 
 SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 # Per head, the function that fits it: the seconds spent in it are the head's fit alone.

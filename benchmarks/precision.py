@@ -15,10 +15,12 @@ import keras
 import numpy as np
 import yaml
 
-from stages import extract, paths, prepare, train
-from stages.evaluate import relative_differences, saved_model_features
-from stages.atomic import read_json
-from stages.params import load_params
+from stages import extract, prepare, train
+
+from stages.lib import paths
+from stages.lib.saved_model_check import relative_differences, saved_model_features
+from stages.lib.atomic import read_json
+from stages.lib.params import load_params
 
 ENGINES = ("tensorflow", "openvino")
 SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -40,7 +42,7 @@ def measure(image_size: int, images: int) -> None:
         for stage in (prepare, extract, train):
             stage.run(params)
         model = keras.models.load_model(paths.INFERENCE_MODEL)
-        head_layer = read_json(paths.MODEL_INFO)["head_layer"]
+        head_layer = read_json(paths.MODEL_RECORD)["head_layer"]
         head = model.get_layer(head_layer)
         saved_features = saved_model_features(model, head_layer, np.load(paths.images("test")))
         for engine in ENGINES:

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 from PIL import Image
 
-from stages import paths
-from stages.classifier import load_classifier, save_classifier
-from stages.images import read_image
-from stages.models import build_backbone, build_head, image_model
-from stages.predict import predict
+from stages.lib import paths
+from stages.lib.classifier import load_classifier, save_classifier
+from stages.lib.images import read_image
+from stages.lib.models import build_backbone, build_head, image_model
+from stages.lib.prediction import predict
 
 SIZE, CLASSES = 224, [f"class_{index}" for index in range(10)]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from stages import paths
-from stages.atomic import read_json
+from stages.lib import paths
+from stages.lib.atomic import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -93,7 +93,7 @@ def write_folder_dataset(root: Path, total_images: int) -> dict:
     train, a split that caps any speed-up over the seed's recipe well below CIFAR-10's."""
     from PIL import Image
 
-    from stages.datasets import SYNTHETIC_CLASSES, synthetic_split
+    from stages.lib.datasets import SYNTHETIC_CLASSES, synthetic_split
 
     test_count = max(len(SYNTHETIC_CLASSES), round(total_images * TEST_SHARE))
     for split_index, (split, count) in enumerate((("train", total_images - test_count), ("test", test_count))):

@@ -12,10 +12,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.models import build_backbone, build_head, image_model
-from stages.datasets import ImageFiles, Split
-from stages.params import load_params
-from stages.prepare import load_source, split_source
+from stages.lib.models import build_backbone, build_head, image_model
+from stages.lib.datasets import ImageFiles, Split
+from stages.lib.params import load_params
+from stages.lib.sources import load_source, split_source
 
 
 def in_memory(split: Split, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:

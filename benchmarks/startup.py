@@ -3,11 +3,11 @@ at 224x224 (DenseNet-121, random weights, extract.engine auto, 10 epochs: option
 process of its own as `dvc repro` runs them, and splits each stage's wall clock into phases:
 
 import   Python, TensorFlow, Keras and the stage's own modules
-build    building the backbone (stages.models.build_backbone)
-load     loading a saved model (stages.classifier.load_model)
-compile  tracing the extractor and converting it for its engine (stages.engines.compile_engine)
+build    building the backbone (stages.lib.models.build_backbone)
+load     loading a saved model (stages.lib.classifier.load_model)
+compile  tracing the extractor and converting it for its engine (stages.lib.engines.compile_engine)
 extract  running the engine over the images, XLA's or OpenVINO's first-batch compilation included
-         (stages.features.extract_rows)
+         (stages.lib.features.extract_rows)
 fit      Keras's fit, the traced step's compilation included
 save     Keras's Model.save (train writes .keras and .h5)
 other    everything else: reading and writing caches, metrics, plots, the process's start and exit
@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 from benchmarks.run import run_module, table, write_params
-from stages.atomic import read_json
-from stages.cli import end_process
+from stages.lib.atomic import read_json
+from stages.lib.fast_exit import end_process
 
 STAGES = ("prepare", "extract", "train", "evaluate")
 PHASES = ("import", "build", "load", "compile", "extract", "fit", "save", "other")
 # phase: where the function it times is defined; patched there and where the stage's modules bound it.
-TIMED = {"build": ("stages.models", "build_backbone"), "load": ("stages.classifier", "load_model"),
-         "compile": ("stages.engines", "compile_engine"), "extract": ("stages.features", "extract_rows"),
+TIMED = {"build": ("stages.lib.models", "build_backbone"), "load": ("stages.lib.classifier", "load_model"),
+         "compile": ("stages.lib.engines", "compile_engine"), "extract": ("stages.lib.features", "extract_rows"),
          "fit": ("keras.src.backend.tensorflow.trainer", "TensorFlowTrainer.fit"),
          "save": ("keras.src.models.model", "Model.save")}
 
@@ -57,7 +57,7 @@ def timed_function(phase: str) -> tuple[object, str]:
 
 def time_where_bound(phase: str, seconds: dict) -> None:
     """Wrap the function `phase` times where it is defined and wherever a module of this project bound it by
-    name (`from stages.models import build_backbone`), if the stage imported it at all."""
+    name (`from stages.lib.models import build_backbone`), if the stage imported it at all."""
     if TIMED[phase][0] not in sys.modules:
         return
     owner, name = timed_function(phase)

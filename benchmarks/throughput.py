@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages.backbones import BACKBONES
-from stages.engines import compile_engine, resolve
-from stages.models import build_backbone, image_model
-from stages.params import ENGINES
+from stages.lib.backbones import BACKBONES
+from stages.lib.engines import compile_engine, resolve
+from stages.lib.models import build_backbone, image_model
+from stages.lib.params import ENGINES
 
 SEED = 42  # random weights cost the same as trained ones; any seed will do
 

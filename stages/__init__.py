@@ -1,4 +1,5 @@
-"""The pipeline's stages (prepare, extract, train, evaluate) and the modules they share."""
+"""The commands: the DVC stages (prepare, extract, train, evaluate) and predict, export and compare, each run
+as `python -m stages.<name>`. What they are built from lives in stages/lib/."""
 import os
 
 # TensorFlow's start-up chatter (CUDA probing, CPU features) would bury the stages' own logs.

@@ -10,10 +10,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from stages import paths
-from stages.atomic import atomic_directory, write_json
-from stages.classifier import load_classifier
-from stages.cli import end_process, one_line_errors
+from stages.lib import paths
+from stages.lib.atomic import atomic_directory, write_json
+from stages.lib.classifier import load_classifier
+from stages.lib.quoting import shown
+from stages.lib.errors import one_line_errors
+from stages.lib.fast_exit import end_process
 
 # Keras's own exporters: format name on the command line -> Keras's name, and the file in the folder.
 FORMATS = {"savedmodel": ("tf_saved_model", "."), "openvino": ("openvino", "cifar10.xml")}
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     with one_line_errors():
         out = export(args.model, args.format, args.out or paths.SERVING / args.format)
-    print(f"exported {paths.printable(args.model)} as {args.format} to {paths.printable(out)}")
+    print(f"exported {shown(args.model)} as {args.format} to {shown(out)}")
 
 
 if __name__ == "__main__":

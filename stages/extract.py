@@ -6,11 +6,12 @@ import logging
 import time
 from pathlib import Path
 
-from stages import paths
-from stages.atomic import atomic_directory, read_json, write_json
-from stages.cli import end_process, run_stage
-from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
-from stages.params import Params
+from stages.lib import paths
+from stages.lib.atomic import atomic_directory, read_json, write_json
+from stages.lib.errors import run_stage
+from stages.lib.fast_exit import end_process
+from stages.lib.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
+from stages.lib.params import Params
 
 log = logging.getLogger("extract")
 

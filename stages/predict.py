@@ -11,17 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from stages import paths
-from stages.cli import end_process, one_line_errors
-from stages.classifier import load_classifier, predict_padded
-from stages.frameworks import keras
-from stages.images import image_files, read_image
-from stages.paths import printable
-
-BATCH_SIZE = 32  # images per call of the model
+from stages.lib import paths
+from stages.lib.classifier import load_classifier
+from stages.lib.errors import one_line_errors
+from stages.lib.fast_exit import end_process
+from stages.lib.images import image_files
+from stages.lib.prediction import predict
+from stages.lib.quoting import shown
 
 
 def image_paths(arguments: list[str]) -> list[Path]:
@@ -33,55 +29,10 @@ def image_paths(arguments: list[str]) -> list[Path]:
         elif argument.exists():
             found.append(argument)
         else:
-            raise FileNotFoundError(f"no image at {printable(argument)}")
+            raise FileNotFoundError(f"no image at {shown(argument)}")
     if not found:
-        raise FileNotFoundError(f"no image files in {printable(', '.join(arguments))}")
+        raise FileNotFoundError(f"no image files in {', '.join(shown(Path(argument)) for argument in arguments)}")
     return found
-
-
-def host_resize(model: keras.Model):
-    """The model's own resize layer, to run on each image before batching, when the model has one (the
-    pipeline's do): every image then has the same shape, and the model's resize of it changes nothing."""
-    try:
-        resize = keras.layers.Resizing.from_config(model.get_layer("resize").get_config())
-    except ValueError:
-        return lambda pixels: pixels  # a model without it: images of the same size still batch together
-    return lambda pixels: keras.ops.convert_to_numpy(resize(pixels[None].astype(np.float32)))[0]
-
-
-def ranked(classes: list[str], probabilities: np.ndarray, top_k: int) -> list[dict]:
-    best = np.argsort(-probabilities)[:top_k]
-    return [{"class": classes[i], "probability": float(probabilities[i])} for i in best]
-
-
-def predict(model: keras.Model, classes: list[str], images: list[Path], top_k: int,
-            batch_size: int = BATCH_SIZE) -> list[dict]:
-    """A result per image, in the order given; an image that cannot be read gets an error in place of
-    classes, and the rest go on."""
-    results: list[dict] = [{"image": str(path)} for path in images]
-    waiting: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # per image shape: (index, pixels)
-    resize = host_resize(model)
-    batch_size = min(batch_size, len(images))
-
-    def classify(batch: list[tuple[int, np.ndarray]]) -> None:
-        probabilities = predict_padded(model, np.stack([pixels for _, pixels in batch]), batch_size)
-        for (index, _), row in zip(batch, probabilities):
-            results[index]["top"] = ranked(classes, row, top_k)
-
-    for index, path in enumerate(tqdm(images, desc="predict", unit="img", disable=None)):
-        try:
-            pixels = resize(read_image(path))
-        except ValueError as error:
-            results[index]["error"] = str(error)
-            continue
-        waiting.setdefault(pixels.shape, []).append((index, pixels))
-        if sum(map(len, waiting.values())) == batch_size:  # at most a batch of images in memory
-            for batch in waiting.values():
-                classify(batch)
-            waiting.clear()
-    for batch in waiting.values():
-        classify(batch)
-    return results
 
 
 def report(results: list[dict], as_json: bool, strict: bool) -> None:
@@ -93,8 +44,8 @@ def report(results: list[dict], as_json: bool, strict: bool) -> None:
             print(f"error: {result['error']}" if strict else f"warning: {result['error']} (skipped)",
                   file=sys.stderr)
         elif not as_json:
-            shown = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
-            print(f"{printable(result['image'])}: {shown}")
+            answers = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
+            print(f"{shown(Path(result['image']))}: {answers}")
 
 
 def main(argv: list[str] | None = None) -> None:

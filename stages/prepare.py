@@ -1,67 +1,25 @@
 """Stage 1: cache the images resized to data.image_size (uint8) with one-hot labels, per split."""
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from stages import paths
-from stages.atomic import atomic_directory, write_json
-from stages.cache import RowWriter
-from stages.cli import end_process, run_stage
-from stages import cifar10
-from stages.datasets import SYNTHETIC_CLASSES, ImageFiles, Split, read_folder, synthetic_split
-from stages.images import read_image
-from stages.params import TEST_SPLIT_SIZE, TRAIN_SPLIT_SIZE, DataParams, Params
-from stages.resizing import resize_bilinear
+from stages.lib import paths
+from stages.lib.atomic import atomic_directory, write_json
+from stages.lib.cache import RowWriter
+from stages.lib.errors import run_stage
+from stages.lib.fast_exit import end_process
+from stages.lib.datasets import ImageFiles
+from stages.lib.images import read_image
+from stages.lib.params import Params
+from stages.lib.resizing import resize_bilinear
+from stages.lib.sources import load_source, split_source
 
 log = logging.getLogger("prepare")
 
 RESIZE_CHUNK = 32  # images resized at a time: bounds memory at 224x224 to ~20 MB of float32
-
-
-@dataclass(frozen=True)
-class Source:
-    train: Split
-    test: Split | None  # None: hold a test split out of train
-    classes: tuple[str, ...]
-    archive_sha256: str | None = None
-    skipped: tuple[str, ...] = ()
-
-
-def load_source(data: DataParams) -> Source:
-    if data.source == "synthetic":
-        train_count = min(data.limit or TRAIN_SPLIT_SIZE, TRAIN_SPLIT_SIZE)
-        test_count = min(data.limit or TEST_SPLIT_SIZE, TEST_SPLIT_SIZE)
-        return Source(synthetic_split(train_count, data.seed, 0), synthetic_split(test_count, data.seed, 1),
-                      SYNTHETIC_CLASSES)
-    if data.source == "folder":
-        train, test, classes, skipped = read_folder(Path(data.path))
-        return Source(train, test, classes, skipped=tuple(skipped))
-    archive = cifar10.locate(Path(data.archive))
-    checksum = cifar10.verify(archive, data.verify)
-    train, test = cifar10.read(archive)
-    return Source(train, test, cifar10.CLASSES, checksum)
-
-
-def stratified_split(split: Split, size: int, seed: int, key: str = "data.val_size") -> tuple[Split, Split]:
-    """Hold `size` images out of `split`, keeping the class proportions; returns (rest, held out)."""
-    indices = np.arange(len(split.labels))
-    try:
-        rest, held = train_test_split(indices, test_size=size, stratify=split.labels, random_state=seed)
-    except ValueError as error:  # too few images, or a class with a single one
-        raise ValueError(f"{key}: cannot hold {size} of {len(indices)} images out, stratified ({error})") from error
-    rest, held = np.sort(rest), np.sort(held)
-    return Split(split.images[rest], split.labels[rest]), Split(split.images[held], split.labels[held])
-
-
-def limit_split(split: Split, limit: int | None, seed: int) -> Split:
-    if limit is None or limit >= len(split.labels):
-        return split
-    return stratified_split(split, limit, seed, key="data.limit")[1]
 
 
 def same_size_batches(chunk: np.ndarray | ImageFiles) -> Iterator[np.ndarray]:
@@ -80,17 +38,6 @@ def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> Non
             # The saved model's resize layer computes the same floats: cached and in-model resizing agree.
             resized = np.concatenate([resize_bilinear(batch, size, size) for batch in batches])
             cache.append(np.clip(np.rint(resized), 0, 255))
-
-
-def split_source(source: Source, data: DataParams) -> dict[str, Split]:
-    """The source's subset as train, val and test, stratified; test held out of train if it has none."""
-    train = limit_split(source.train, data.limit, data.seed)
-    if source.test is None:
-        train, test = stratified_split(train, data.val_size, data.seed + 1)
-    else:
-        test = limit_split(source.test, data.limit, data.seed)
-    train, val = stratified_split(train, data.val_size, data.seed)
-    return dict(zip(paths.SPLITS, (train, val, test)))
 
 
 def run(params: Params) -> None:

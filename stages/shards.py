@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import paths
-from stages.atomic import atomic_directory, read_json, write_json
-from stages.cache import RowReader, RowWriter
-from stages.cli import end_process, run_stage
-from stages.engines import resolve
-from stages.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
-from stages.params import Params
+from stages.lib import paths
+from stages.lib.atomic import atomic_directory, read_json, write_json
+from stages.lib.cache import RowReader, RowWriter
+from stages.lib.errors import run_stage
+from stages.lib.fast_exit import end_process
+from stages.lib.engines import resolve
+from stages.lib.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
+from stages.lib.params import Params
 
 log = logging.getLogger("shards")
 

@@ -1,87 +1,27 @@
 """Stage 3: fit the seed's head (Dense 256 ReLU -> Dense 10 softmax) on the frozen backbone's output,
 then, if asked, fine-tune the backbone's top layers on images; or, with train.head: linear, fit a
-linear probe on the cached features (stages/heads.py)."""
+linear probe on the cached features (stages/lib/heads.py)."""
 import logging
 import math
-import sys
 import time
 
 import numpy as np
 from dvclive import Live
 
-from stages import paths
-from stages.atomic import atomic_directory, exclusive, read_json, write_json
-from stages.batches import Batches, EpochOrder, split_batches
-from stages.classifier import save_classifier
-from stages.cache import load_features
-from stages.cli import end_process, run_stage
-from stages.frameworks import keras, tf
-from stages.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
-from stages.params import Params
-from stages.strategy import choose_strategy, make_reproducible
+from stages.lib import paths
+from stages.lib.atomic import atomic_directory, exclusive, read_json, write_json
+from stages.lib.batches import split_batches
+from stages.lib.classifier import save_classifier
+from stages.lib.cache import load_features
+from stages.lib.errors import run_stage
+from stages.lib.fast_exit import end_process
+from stages.lib.fitting import compile_for_training, fit
+from stages.lib.frameworks import keras
+from stages.lib.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
+from stages.lib.params import Params
+from stages.lib.strategy import choose_strategy, make_reproducible
 
 log = logging.getLogger("train")
-
-
-def curve_name(keras_name: str) -> str:
-    """Keras's loss and val_loss as train/loss and validation/loss: dvclive's own callback would name the
-    validation split's figures eval/..., which reads like the test split's in `dvc exp show`."""
-    split, name = ("validation", keras_name[4:]) if keras_name.startswith("val_") else ("train", keras_name)
-    return f"{split}/{name}"
-
-
-class LiveEpochs(keras.callbacks.Callback):
-    """Per-epoch metrics to dvclive; steps keep counting from the head phase into fine-tuning."""
-
-    def __init__(self, live: Live):
-        super().__init__()
-        self.live = live
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        for name, value in (logs or {}).items():
-            self.live.log_metric(curve_name(name), value)
-        self.live.next_step()
-
-
-# A step of the head on 32 features is a few microseconds of arithmetic and much more of Keras's
-# per-call overhead: run many steps per call. Epochs still end on time (the batches' count is known).
-# A step through the backbone on images is the other way round, and tracing Keras's multi-step loop
-# around it costs seconds (5 s for DenseNet-121 at 32x32 here): one step per call there.
-STEPS_PER_CALL = 64
-
-
-def steps_per_call(on_features: bool) -> int:
-    # Keras 3.15's multi-step loop fails over several devices ("You must feed a value for placeholder").
-    alone = tf.distribute.get_strategy().num_replicas_in_sync == 1
-    return STEPS_PER_CALL if on_features and alone else 1
-
-
-def compile_for_training(model: keras.Model, learning_rate: float, steps_per_execution: int = 1,
-                         jit_compile: bool | str = "auto") -> None:
-    # The optimizer's and the metric's variables made here, not inside the first traced step: a step that
-    # creates variables is traced twice, and a step through DenseNet-121 takes seconds to trace.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
-    model.optimizer.build(model.trainable_variables)
-
-
-def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, train: Batches, val: Batches,
-        live: Live, on_features: bool, xla: bool = False) -> None:
-    """Train and log; a NaN loss stops at once, naming the learning-rate key to lower."""
-    compile_for_training(model, learning_rate, steps_per_call(on_features), jit_compile=xla)
-    stop_on_nan = keras.callbacks.TerminateOnNaN()
-    verbose = 1 if sys.stdout.isatty() else 2  # a progress bar with ETA in a terminal, a line per epoch in logs
-    history = model.fit(train.dataset(), validation_data=val.dataset(), epochs=epochs,
-                        callbacks=[EpochOrder(train), stop_on_nan, LiveEpochs(live)], shuffle=False,
-                        verbose=verbose)
-    losses = history.history["loss"]
-    diverged = [epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
-    if diverged or stop_on_nan.model.stop_training:
-        raise ValueError(
-            f"train: the loss became {losses[-1]} at epoch {diverged[0] if diverged else len(losses)}; "
-            f"lower {rate_key} (now {learning_rate}) and check the inputs, then run again"
-        )
 
 
 def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: int, live: Live) -> None:
@@ -98,9 +38,9 @@ def fine_tune(params: Params, backbone: keras.Model, head: keras.Model, size: in
 
 def fit_linear(strengths: tuple[float, ...], num_classes: int, live: Live) -> keras.Model:
     """The linear probe on the cached features; each C tried is a step of dvclive's curves."""
-    # Here, not at the top: scikit-learn and the SciPy it loads take 1-1.5 s to import, which the seed's head
-    # (train.head: mlp) does not need.
-    from stages.heads import fit_linear_probe, linear_head
+    # Here, not at the top: scikit-learn and the SciPy it loads take over a second to import, which the
+    # seed's head (train.head: mlp) does not need.
+    from stages.lib.heads import fit_linear_probe, linear_head
 
     log.info("fitting the linear probe for C in %s", ", ".join(f"{c:g}" for c in strengths))
     train_labels, val_labels = (np.load(paths.labels(split)).argmax(1) for split in ("train", "val"))

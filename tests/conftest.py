@@ -179,7 +179,7 @@ def saved_head_weights(folder: Path) -> list[np.ndarray]:
 
 def run_stages(*stages):
     """Run stage modules' run() in order with the current folder's params.yaml; returns the params."""
-    from stages.params import load_params
+    from stages.lib.params import load_params
 
     params = load_params()
     for stage in stages:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from stages import atomic, paths
-from stages.atomic import atomic_directory
+from stages.lib import atomic, paths
+from stages.lib.atomic import atomic_directory
 from tests.conftest import EVALUATED_GROUP, REPO, run_module, write_params
 
 
@@ -76,7 +76,7 @@ def test_a_kill_between_the_renames_loses_nothing(tmp_path, monkeypatch):
 FIRST_WRITER = """
 import sys, time
 from pathlib import Path
-from stages.atomic import atomic_directory
+from stages.lib.atomic import atomic_directory
 target, ready, go = map(Path, sys.argv[1:])
 with atomic_directory(target) as out:
     (out / "result.txt").write_text("first")
@@ -88,7 +88,7 @@ with atomic_directory(target) as out:
 SECOND_WRITER = """
 import sys
 from pathlib import Path
-from stages.atomic import atomic_directory
+from stages.lib.atomic import atomic_directory
 target, entered = map(Path, sys.argv[1:])
 with atomic_directory(target) as out:
     entered.touch()

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from stages.backbones import BACKBONES, IN_MODEL
-from stages.models import build_backbone, image_model, preprocessing_layer
+from stages.lib.backbones import BACKBONES, IN_MODEL
+from stages.lib.models import build_backbone, image_model, preprocessing_layer
 
 KERAS_PREPROCESS = {
     "densenet121": keras.applications.densenet.preprocess_input,
@@ -90,7 +90,7 @@ import urllib.error, urllib.request
 def no_network(url, *args, **kwargs):
     raise urllib.error.URLError("no network")
 urllib.request.urlretrieve = no_network
-from stages.models import build_backbone
+from stages.lib.models import build_backbone
 try:
     build_backbone("vgg16", "imagenet", 32, seed=0)
 except FileNotFoundError as error:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.params import ParamsError, load_params
+from stages.lib.params import ParamsError, load_params
 from tests.conftest import REPO, write_params
 
 # Nine lines, 414 bytes: each line nine references to the line before, 9**9 strings in all.

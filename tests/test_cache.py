@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages.cache import RowReader, RowWriter
+from stages.lib.cache import RowReader, RowWriter
 
 MIB = 1 << 20
 

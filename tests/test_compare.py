@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import compare, paths
+from stages import compare
+
+from stages.lib import paths
+from stages.lib.scores import accuracy_interval
 from tests.conftest import TINY, merged, repo_params
 
 
@@ -62,7 +65,7 @@ def test_a_perfect_or_null_score_still_has_an_interval(workdir):
 
 @given(accuracy=st.floats(0, 1), images=st.integers(1, 100_000))
 def test_the_interval_holds_the_accuracy_within_0_and_1(accuracy, images):
-    low, high = compare.accuracy_interval(accuracy, images)
+    low, high = accuracy_interval(accuracy, images)
     assert 0 <= low <= accuracy <= high <= 1
     assert high - low > 0
 

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from stages import cifar10
-from stages.datasets import synthetic_split
+from stages.lib import cifar10
+from stages.lib.datasets import synthetic_split
 from tests.conftest import cifar_batch, fabricated_cifar, write_tarball
 
 

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import extract, paths, prepare, shards
-from stages import engines
-from stages.engines import cpu_has_bfloat16, gpu_available
-from stages.models import build_backbone, image_model
-from stages.params import load_params
+from stages import extract, prepare, shards
+
+from stages.lib import paths
+from stages.lib import engines
+from stages.lib.engines import cpu_has_bfloat16, gpu_available
+from stages.lib.models import build_backbone, image_model
+from stages.lib.params import load_params
 from tests.conftest import run_module, run_stages, write_params
 
 pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set, once

@@ -6,9 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from stages import export, paths
-from stages.classifier import save_classifier
-from stages.models import build_backbone, build_head, image_model
+from stages import export
+
+from stages.lib import paths
+from stages.lib.classifier import save_classifier
+from stages.lib.models import build_backbone, build_head, image_model
 
 # float32 throughout; the engines order their sums differently (tests/test_engines.py: features within 1e-4)
 PROBABILITY_TOLERANCE = 1e-4

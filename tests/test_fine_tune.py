@@ -5,8 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from stages import evaluate, extract, paths, prepare, train
-from stages.models import build_backbone
+from stages import evaluate, extract, prepare, train
+
+from stages.lib import paths
+from stages.lib.models import build_backbone
 from tests.conftest import EVALUATED_GROUP, run_stages, saved_head_weights, saved_weights, write_params
 
 
@@ -54,7 +56,7 @@ def test_fine_tuning_changes_exactly_the_top_layers(extracted):
     before = build_backbone("densenet121", "none", 32, params.model.seed)
     after = saved_weights(extracted, before.name)
     assert len(val_accuracy_per_epoch()) == 2  # dvclive's steps run on from the head into fine-tuning
-    assert json.loads(paths.MODEL_INFO.read_text())["matches_cached_features"] is False
+    assert json.loads(paths.MODEL_RECORD.read_text())["matches_cached_features"] is False
     assert list(after) == [weight.path for weight in before.weights]
     changed, unchanged = [], []
     for index, old in enumerate(before.layers):

@@ -5,11 +5,13 @@ import keras
 import numpy as np
 import pytest
 
-from stages import evaluate, paths, train
-from stages.cache import load_features
-from stages.classifier import load_classifier
-from stages.heads import fit_linear_probe, linear_head
-from stages.params import ParamsError, parse_params
+from stages import evaluate, train
+
+from stages.lib import paths
+from stages.lib.cache import load_features
+from stages.lib.classifier import load_classifier
+from stages.lib.heads import fit_linear_probe, linear_head
+from stages.lib.params import ParamsError, parse_params
 from tests.conftest import ABOVE_CHANCE, TINY, merged, repo_params, run_stages, saved_weights, write_params
 
 GRID = [0.01, 0.1, 1.0, 10.0]

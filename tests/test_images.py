@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from stages import predict
-from stages.datasets import read_folder
-from stages.images import MAX_PIXELS, image_files, read_image
-from stages.resizing import resize_bilinear
+from stages.lib.datasets import read_folder
+from stages.lib.images import MAX_PIXELS, image_files, read_image
+from stages.lib.resizing import resize_bilinear
 
 
 def test_a_16_bit_gradient_keeps_its_order_and_range(tmp_path):

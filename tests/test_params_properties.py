@@ -5,8 +5,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.backbones import BACKBONES
-from stages.params import (ENGINES, MAX_BATCH_SIZE, MAX_HEAD_UNITS, MAX_IMAGE_SIZE, MAX_SEED, PRECISIONS, SOURCES,
+from stages.lib.backbones import BACKBONES
+from stages.lib.params import (ENGINES, MAX_BATCH_SIZE, MAX_HEAD_UNITS, MAX_IMAGE_SIZE, MAX_SEED, PRECISIONS, SOURCES,
                            ParamsError, parse_params)
 from tests.conftest import TINY, merged, repo_params
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tests.conftest import ABOVE_CHANCE, REPRODUCED_GROUP, dvc
-from tests.test_dependencies import stage_code
+from tests.test_code_layout import stage_code
 
 pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
 
@@ -55,7 +55,7 @@ def test_dvc_repro_end_to_end(reproduced_repo):
 
 
 def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
-    for shared in ("stages/cache.py", "stages/models.py"):
+    for shared in ("stages/lib/cache.py", "stages/lib/models.py"):
         with open(reproduced_repo / shared, "a") as code:
             code.write("\n")
         runs_it = {name for name, (_, run) in stage_code().items() if shared in run}

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import paths, predict
-from stages.classifier import load_classifier, save_classifier
-from stages.images import read_image
+
+from stages.lib import paths, prediction
+from stages.lib.classifier import load_classifier, save_classifier
+from stages.lib.images import read_image
 from tests.conftest import REPO, predict_in_process, run_module
 from tests.test_images import png_claiming
 
@@ -85,7 +86,7 @@ def test_images_go_in_batches_in_the_order_given_with_the_answers_of_one_at_a_ti
     model, classes, _ = load_classifier(paths.INFERENCE_MODEL)
     calls = []
     monkeypatch.setattr(model, "predict_on_batch", lambda batch: calls.append(len(batch)) or model(batch))
-    results = predict.predict(model, classes, files, top_k=3, batch_size=4)
+    results = prediction.predict(model, classes, files, top_k=3, batch_size=4)
     # The bad file is skipped, the rest resized to one shape and batched, the last batch padded to that
     # shape: the model is traced once.
     assert calls == [4, 4, 4]

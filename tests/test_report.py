@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 
-from stages.report import class_scores, confusion_counts
+from stages.lib.scores import class_scores, confusion_counts
 
 CLASSES = ["cat", "dog", "ship", "truck"]
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import evaluate, extract, paths, train
-from stages.models import build_backbone
-from stages.params import load_params
+from stages import evaluate, extract, train
+
+from stages.lib import fitting, paths
+from stages.lib.models import build_backbone
+from stages.lib.params import load_params
 from tests.conftest import (EVALUATED_GROUP, GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module,
                             write_params, write_tarball)
 
@@ -94,7 +96,7 @@ def test_a_stage_run_before_its_inputs_exist_names_the_missing_file_and_dvc_repr
 ENDS_A_STAGE = """
 import atexit, sys
 from pathlib import Path
-from stages.cli import end_process
+from stages.lib.fast_exit import end_process
 atexit.register(lambda: Path("handler-ran").write_text("yes"))
 print("buffered line")
 sys.stderr.write("unflushed error text")
@@ -129,7 +131,8 @@ def digest(folder) -> dict:
 EXTRACT_UNTIL_KILLED = """
 import sys, time
 from pathlib import Path
-from stages import extract, features
+from stages import extract
+from stages.lib import features
 original = features.compile_engine
 def engine_that_stops(*args):
     run_batch = original(*args)
@@ -193,13 +196,13 @@ def test_a_diverging_head_keeps_no_model(extracted, monkeypatch, kernels):
 
 def interrupt_after_one_epoch(monkeypatch) -> None:
     """Ctrl-C once dvclive has logged an epoch: the moment a SIGINT becomes a KeyboardInterrupt in Python."""
-    log_epoch = train.LiveEpochs.on_epoch_end
+    log_epoch = fitting.LiveEpochs.on_epoch_end
 
     def logged_then_interrupted(self, epoch, logs=None):
         log_epoch(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.LiveEpochs, "on_epoch_end", logged_then_interrupted)
+    monkeypatch.setattr(fitting.LiveEpochs, "on_epoch_end", logged_then_interrupted)
 
 
 @EVALUATED_GROUP

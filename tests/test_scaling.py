@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.strategy import choose_strategy, cluster_workers
+from stages.lib.strategy import choose_strategy, cluster_workers
 from tests.conftest import (CLEARLY_ABOVE_CHANCE, EVALUATED_GROUP, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env,
                             run_module, saved_head_weights)
 
@@ -206,7 +206,8 @@ MIRRORED_TRAINING = """
 import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-from stages import strategy, train
+from stages import train
+from stages.lib import strategy
 cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
 mirrored = strategy.choose_strategy(gpus=cpus)  # two CPUs stand in for two GPUs
 print("replicas", mirrored.num_replicas_in_sync)

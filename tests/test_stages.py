@@ -9,12 +9,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from stages import cifar10, evaluate, paths, prepare
-from stages.atomic import sha256_of
-from stages.cache import RowReader, SplitRows
-from stages.classifier import save_classifier
-from stages.features import batch_starts, engine_batch_size, extract_rows
-from stages.params import load_params
+from stages import evaluate, prepare
+
+from stages.lib import cifar10, paths, saved_model_check
+from stages.lib.atomic import sha256_of
+from stages.lib.cache import RowReader, SplitRows
+from stages.lib.classifier import save_classifier
+from stages.lib.features import batch_starts, engine_batch_size, extract_rows
+from stages.lib.params import load_params
 from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
 
 
@@ -79,7 +81,7 @@ def test_the_whole_chain_in_process(evaluated):
             assert drawn.format == "PNG" and np.asarray(drawn.convert("L")).std() > 20, f"{picture} is blank"
 
     test_images = np.load(paths.images("test"))[:16]
-    head_layer = json.loads(paths.MODEL_INFO.read_text())["head_layer"]
+    head_layer = json.loads(paths.MODEL_RECORD.read_text())["head_layer"]
     expected = None
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         model = keras.models.load_model(path, safe_mode=True)
@@ -124,12 +126,12 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
 @EVALUATED_GROUP
 def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predict(evaluated, monkeypatch):
     model = keras.models.load_model(paths.INFERENCE_MODEL)
-    head_layer = json.loads(paths.MODEL_INFO.read_text())["head_layer"]
+    head_layer = json.loads(paths.MODEL_RECORD.read_text())["head_layer"]
     images = np.load(paths.images("test"))[:8]
-    assert images.shape[1] <= evaluate.EAGER_CHECK_MAX_SIZE
-    eager = evaluate.saved_model_features(model, head_layer, images)
-    monkeypatch.setattr(evaluate, "EAGER_CHECK_MAX_SIZE", 0)  # as for images over that size
-    traced = evaluate.saved_model_features(model, head_layer, images)
+    assert images.shape[1] <= saved_model_check.EAGER_CHECK_MAX_SIZE
+    eager = saved_model_check.saved_model_features(model, head_layer, images)
+    monkeypatch.setattr(saved_model_check, "EAGER_CHECK_MAX_SIZE", 0)  # as for images over that size
+    traced = saved_model_check.saved_model_features(model, head_layer, images)
     assert eager.shape == traced.shape == (8, 1024)
     np.testing.assert_allclose(eager, traced, rtol=1e-4, atol=1e-6 * float(np.abs(traced).max()))
 
@@ -149,12 +151,12 @@ def test_evaluate_runs_the_test_images_through_the_model_in_batches_of_one_shape
 @pytest.mark.slow
 def test_the_eager_saved_model_check_of_a_convnext_warns_of_no_retracing():
     # In a process of its own: TensorFlow warns at most twice per process of such retracing.
-    probe = ("import numpy as np; from stages import evaluate; from stages.cli import run_stage; "
-             "from stages.models import build_backbone, build_head, image_model; "
+    probe = ("import numpy as np; from stages.lib.errors import run_stage; from stages.lib.saved_model_check import saved_model_features; "
+             "from stages.lib.models import build_backbone, build_head, image_model; "
              "backbone = build_backbone('convnext_tiny', 'none', 32, 0); "
              "model = image_model('convnext_tiny', backbone, 32, head=build_head(768, 8, 10)); "
              "images = np.zeros((4, 32, 32, 3), np.uint8); "
-             "run_stage(lambda params: print(evaluate.saved_model_features(model, 'head', images).shape))")
+             "run_stage(lambda params: print(saved_model_features(model, 'head', images).shape))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(4, 768)"
@@ -168,7 +170,7 @@ def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     last_block = backbone.get_layer("conv5_block16_2_conv")  # its 32 of the 1,024 pooled features
     last_block.set_weights([-weight for weight in last_block.get_weights()])
     # Saved as a whole set, as train saves one: only the comparison of features can tell.
-    save_classifier(model, json.loads(paths.CLASSES.read_text()), json.loads(paths.MODEL_INFO.read_text()))
+    save_classifier(model, json.loads(paths.CLASSES.read_text()), json.loads(paths.MODEL_RECORD.read_text()))
     with pytest.raises(ValueError, match=r"^evaluate: models/cifar10.keras computes features of raw test images up "
                                          r"to .* \(tolerance 0.01 for extract.precision float32\)"):
         run_stages(evaluate)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stages.atomic import atomic_file, exclusive, sha256_of
-from stages.datasets import Split
+from stages.lib.atomic import atomic_file, exclusive, sha256_of
+from stages.lib.datasets import Split
 
 log = logging.getLogger("cifar10")
 

@@ -4,7 +4,8 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from stages.params_file import ParamsError, shown
+from stages.lib.params_file import ParamsError
+from stages.lib.quoting import shown
 
 
 def unknown_key(key: str, known: list[str]) -> str:

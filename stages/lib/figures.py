@@ -1,34 +1,12 @@
-"""What evaluate reports beside its metrics: scores per class, from the confusion matrix, and two pictures.
-
-The scores are a few lines of NumPy rather than scikit-learn's classification_report: importing
-sklearn.metrics (with the SciPy it loads) takes about 1.4 s, which every `dvc repro` paid in evaluate.
-"""
+"""The two pictures evaluate draws beside its metrics: the confusion matrix and the most confident mistakes."""
 import matplotlib
 import numpy as np
 
-from stages import paths
-from stages.atomic import atomic_file
+from stages.lib import paths
+from stages.lib.atomic import atomic_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-
-def confusion_counts(actual: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    """counts[a, p]: test images of class a predicted as p."""
-    return np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-
-
-def class_scores(counts: np.ndarray, classes: list[str]) -> list[dict]:
-    """Precision, recall, F1 and support per class, 0 where a ratio has nothing to divide by (as
-    scikit-learn's zero_division=0); records, one per class, as `dvc plots` reads them."""
-    hits = np.diag(counts).astype(np.float64)
-    support, predicted = counts.sum(1), counts.sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, hits / predicted, 0.0)
-        recall = np.where(support > 0, hits / support, 0.0)
-        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
-    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(classes, precision, recall, f1, support)]
 
 
 def plot_confusion(counts: np.ndarray, classes: list[str]) -> None:
@@ -61,8 +39,8 @@ def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[s
     rows = max(1, -(-len(worst) // columns))
     tile_width, tile_height, picture, heading = 2.6, 2.9, 2.2, 0.5  # inches
     figure = plt.figure(figsize=(columns * tile_width, rows * tile_height + heading))
-    # One axes in tile units, row 0 at the top, rather than an axes per picture: 16 of those took twice
-    # as long to lay out and save (1.5 s at 224x224), and tight_layout let titles run into pictures.
+    # One axes in tile units, row 0 at the top, rather than an axes per picture: half the time to lay out
+    # and save, and no title runs into a picture.
     axes = figure.add_axes((0, 0, 1, rows * tile_height / (rows * tile_height + heading)))
     axes.set(xlim=(0, columns), ylim=(rows, 0))
     axes.axis("off")

@@ -10,49 +10,50 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import paths
-from stages.atomic import atomic_file, read_json, sha256_of, write_json
-from stages.frameworks import keras
+from stages.lib import paths
+from stages.lib.atomic import atomic_file, read_json, sha256_of, write_json
+from stages.lib.frameworks import keras
+from stages.lib.quoting import shown
 
 
-def save_classifier(model: keras.Model, classes: list[str], about: dict) -> None:
+def save_classifier(model: keras.Model, classes: list[str], record: dict) -> None:
     """Each file written aside and renamed into place; the record with their hashes last."""
     for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
         with atomic_file(path) as partial:
             model.save(partial)
     write_json(paths.CLASSES, classes)
     files = {path.name: sha256_of(path) for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)}
-    write_json(paths.MODEL_INFO, {**about, "files": files})
+    write_json(paths.MODEL_RECORD, {**record, "files": files})
 
 
 def read_record(model_path: Path) -> dict:
     """train's record beside a model, after checking that every file it lists that is there is the one it
     wrote; {} for a model saved elsewhere, without one."""
-    record_path = paths.info_beside(model_path)
+    record_path = paths.record_beside(model_path)
     if not record_path.is_file():
         return {}
     record = read_json(record_path)
     for name, expected in record.get("files", {}).items():
         path = record_path.with_name(name)
         if path.is_file() and sha256_of(path) != expected:
-            raise ValueError(f"{paths.printable(path)} is not the file {paths.printable(record_path)} records: "
+            raise ValueError(f"{shown(path)} is not the file {shown(record_path)} records: "
                              f"the set comes from two train runs (one was interrupted); run `dvc repro train`")
     return record
 
 
 def load_model(path: Path) -> keras.Model:
     """keras.models.load_model in safe mode; a file it cannot read or refuses is one ValueError."""
-    shown = paths.printable(path)
+    name = shown(path)
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ValueError(f"{shown} is not a .keras file (a zip archive); it is damaged or truncated, save it again")
+        raise ValueError(f"{name} is not a .keras file (a zip archive); it is damaged or truncated, save it again")
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises TypeError, ValueError or OSError, depending on what is wrong
         if path.suffix == ".h5":  # Keras 3.15 cannot rebuild ConvNeXt from one, LayerScale given or not
-            raise ValueError(f"{shown} could not be loaded ({_reason(error)}): Keras cannot rebuild every model "
+            raise ValueError(f"{name} could not be loaded ({_reason(error)}): Keras cannot rebuild every model "
                              f"from the legacy .h5 format, ConvNeXt's among them; use the .keras file saved "
                              f"beside it") from error
-        raise ValueError(f"{shown} was refused: not a plain Keras model of this pipeline ({_reason(error)})"
+        raise ValueError(f"{name} was refused: not a plain Keras model of this pipeline ({_reason(error)})"
                          ) from error
 
 
@@ -65,43 +66,42 @@ def _reason(error: Exception) -> str:
     unknown_layer = re.search(r"Unknown layer: '([^']{1,100})'", text)
     if unknown_layer:
         return f"Keras's loader does not know its layer {unknown_layer.group(1)!r}"
-    return paths.printable(text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__)
+    return shown(error)
 
 
 def _class_names(path: Path) -> list[str]:
     try:
         classes = read_json(path)
     except ValueError as error:
-        raise ValueError(f"{paths.printable(path)} is not JSON ({error})") from None
+        raise ValueError(f"{shown(path)} is not JSON ({error})") from None
     if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
-        raise ValueError(f"{paths.printable(path)} must hold a JSON list of class names")
+        raise ValueError(f"{shown(path)} must hold a JSON list of class names")
     return classes
 
 
 def load_classifier(model_path: Path) -> tuple[keras.Model, list[str], dict]:
     """A saved classifier, its class names and train's record of it, checked against one another."""
     if not model_path.is_file():
-        raise FileNotFoundError(f"no model at {paths.printable(model_path)}; run `dvc repro` first, "
+        raise FileNotFoundError(f"no model at {shown(model_path)}; run `dvc repro` first, "
                                 f"or pass --model PATH")
     classes_path = paths.classes_beside(model_path)
     if not classes_path.is_file():
-        raise FileNotFoundError(f"no class names at {paths.printable(classes_path)}; they are saved beside the "
+        raise FileNotFoundError(f"no class names at {shown(classes_path)}; they are saved beside the "
                                 f"model by the train stage")
     record = read_record(model_path)
     classes = _class_names(classes_path)
     model = load_model(model_path)
     outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if outputs != len(classes):
-        raise ValueError(f"{paths.printable(classes_path)} names {len(classes)} classes but "
-                         f"{paths.printable(model_path)} has {outputs} outputs; keep the class names saved with "
+        raise ValueError(f"{shown(classes_path)} names {len(classes)} classes but "
+                         f"{shown(model_path)} has {outputs} outputs; keep the class names saved with "
                          f"the model beside it")
     return model, classes, record
 
 
 def predict_padded(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """The model's outputs for up to batch_size images, always run as a batch of batch_size: Keras traces
-    the model again for each new batch shape, and a short last batch would cost as long as the first
-    batch (3.2 s for DenseNet-121 at 32x32 on this project's 2-core CPU)."""
+    the model again for each new batch shape, and a short last batch would cost as long as the first."""
     count = len(images)
     if count < batch_size:
         images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])

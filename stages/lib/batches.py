@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 
-from stages import paths
-from stages.cache import load_features
-from stages.frameworks import keras, tf
+from stages.lib import paths
+from stages.lib.cache import load_features
+from stages.lib.frameworks import keras, tf
 
 
 class Batches:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from stages.paths import printable
+from stages.lib.quoting import shown
 
 log = logging.getLogger("images")
 
@@ -41,10 +41,10 @@ def read_image(path: Path, reduced: bool = False) -> np.ndarray:
                                      f"image may have here; shrink it")
                 return _as_rgb(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as error:  # PIL's own limit, twice its default warning size
-        raise ValueError(f"cannot read image {printable(path)}: it claims more than the {MAX_PIXELS:,} pixels an "
+        raise ValueError(f"cannot read image {shown(Path(path))}: it claims more than the {MAX_PIXELS:,} pixels an "
                          f"image may have here; shrink it") from error
     except Exception as error:  # whatever part of the decoder notices a malformed file
-        raise ValueError(f"cannot read image {printable(path)}: {printable(error)}") from error
+        raise ValueError(f"cannot read image {shown(Path(path))}: {shown(error)}") from error
 
 
 def _reduce_jpeg(image: Image.Image, reduced: bool) -> None:
@@ -83,7 +83,7 @@ def image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             if not path.is_file():
-                log.warning("skipping %s: not a regular file", printable(path))
+                log.warning("skipping %s: not a regular file", shown(path))
                 if skipped is not None:
                     skipped.append(str(path))
                 continue

@@ -1,14 +1,15 @@
 """What every command does with known failures: one line on stderr and exit status 1 (130 for Ctrl-C, 141 when
-what reads its output stops reading); and how it ends."""
-import atexit
+what reads its output stops reading)."""
 import logging
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
-from stages import paths
-from stages.atomic import OUT_OF_SPACE
-from stages.params import load_params
+from stages.lib import paths
+from stages.lib.atomic import OUT_OF_SPACE
+from stages.lib.params import load_params
+from stages.lib.quoting import shown
 
 DEBUG_VARIABLE = "PIPELINE_DEBUG"  # set to 1 to see the full traceback
 INTERRUPTED = 128 + 2  # the shell's status for a command that SIGINT (Ctrl-C) stopped
@@ -30,7 +31,7 @@ def one_line_errors():
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if isinstance(error, FileNotFoundError) and paths.is_stage_output(error.filename):
-            message = f"no {paths.printable(error.filename)}; run `dvc repro` first: it runs the stages before this one"
+            message = f"no {shown(Path(error.filename))}; run `dvc repro` first: it runs the stages before this one"
         if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
             message += "; free some space (or raise the file-size limit) and run again"
         print(f"error: {message}", file=sys.stderr)
@@ -48,13 +49,3 @@ def run_stage(run) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     with one_line_errors():
         run(load_params())
-
-
-def end_process() -> None:
-    """Exit status 0 without the interpreter's teardown: every output is written and closed by now. What is
-    skipped is the finalisation of every module loaded, TensorFlow's alone 1 to 1.5 s per stage process
-    (measured on 2 cores: extract 1.0, train 1.5, evaluate 1.4 s). Exit handlers run, as at a normal exit."""
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stages import paths
-from stages.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, within
-from stages.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
-from stages.frameworks import tf
-from stages.models import build_backbone, image_model
-from stages.params import Params
+from stages.lib import paths
+from stages.lib.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, within
+from stages.lib.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
+from stages.lib.frameworks import tf
+from stages.lib.models import build_backbone, image_model
+from stages.lib.params import Params
 
 log = logging.getLogger("extract")
 
@@ -28,8 +28,7 @@ def engine_batch_size(batch_size: int, images: int) -> int:
 
 def prepared_images() -> SplitRows:
     """Every split's prepared images as one run of rows. Batches run on across a split's end, so only the
-    run's last batch is padded: padding each split's last batch computed 8 % of the rows for nothing at
-    1,000 images and batch 64, and held extraction at 88 % of the engine's own rate."""
+    run's last batch is padded, not each split's (rows computed for nothing)."""
     return SplitRows({split: RowReader(paths.images(split)) for split in paths.SPLITS})
 
 
@@ -44,8 +43,7 @@ def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -
 def image_batches(images: SplitRows, batch_size: int, starts: range):
     """Fixed-size batches from the cache, each read by a thread while the engine computes the one before.
 
-    A thread, not tf.data's from_generator: through it, extraction of 1,000 images at 224x224 ran at 61 %
-    of the engine's own rate, its batches waiting seconds on tf.data's machinery outside the engine.
+    A thread, not tf.data's from_generator, whose machinery kept the engine waiting (benchmarks/README.md#figures-behind-choices-in-the-code).
     The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
     def read(start: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import paths
+from stages.lib import paths
 
 
 class RowReader:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from stages.backbones import BACKBONES, Backbone
-from stages.frameworks import keras
+from stages.lib.backbones import BACKBONES, Backbone
+from stages.lib.frameworks import keras
 
 
 def _construct(spec: Backbone, input_shape, weights) -> keras.Model:

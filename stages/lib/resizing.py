@@ -1,6 +1,6 @@
 """Bilinear resizing in NumPy, with the arithmetic of keras.layers.Resizing (TensorFlow's ResizeBilinear,
 half-pixel centres, no antialiasing): `prepare` caches what the saved model's own resize layer computes,
-bit for bit, without importing TensorFlow (3 s of every run's start-up)."""
+bit for bit, without importing TensorFlow (seconds of every run's start-up)."""
 import numpy as np
 
 

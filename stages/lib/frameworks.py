@@ -2,8 +2,8 @@
 features no stage uses.
 
 Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for image galleries)
-whenever they are installed, and scikit-learn imports much of SciPy. On a 2-core AMD EPYC without AVX-512,
-importing TensorFlow and Keras took 6.3-6.7 s with them and 4.2-4.3 s without, in every stage process.
+whenever they are installed, and scikit-learn imports much of SciPy: two seconds more of every stage
+process (benchmarks/README.md#figures-behind-choices-in-the-code).
 Hidden while Keras is imported, they stay importable afterwards (evaluate draws with matplotlib, the
 linear probe fits with scikit-learn); only Keras's scikit-learn wrappers and plotting helpers, which no
 stage calls, then report their package missing.

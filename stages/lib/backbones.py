@@ -2,7 +2,7 @@
 
 Adding a backbone is one entry in BACKBONES: which keras.applications constructor
 builds it, how it expects its pixels, the smallest input it allows and the width of
-the pooled features it returns. stages/models.py builds them.
+the pooled features it returns. stages/lib/models.py builds them.
 """
 from dataclasses import dataclass
 
@@ -31,8 +31,8 @@ class Backbone:
     # ConvNeXt applies its last LayerNorm after pooling, inside the classifier top:
     # build with the top and take this layer's output instead of include_top=False.
     features_layer: str | None = None
-    # The fastest float32 extraction engine measured on a CPU (2-core AMD EPYCs with and without AVX-512,
-    # 64x64 and 224x224, the pipeline's batch of 64); unmeasured: tensorflow.
+    # The fastest float32 extraction engine measured on a CPU; unmeasured: tensorflow
+    # (benchmarks/README.md#choosing-the-cpu-engine-per-backbone).
     cpu_engine: str = "tensorflow"
 
 

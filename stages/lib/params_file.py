@@ -3,23 +3,15 @@
 Errors are ParamsError, which names the key or the line at fault.
 """
 import re
-import reprlib
 from pathlib import Path
 
 import yaml
 
+from stages.lib.quoting import shown
+
 
 class ParamsError(ValueError):
     """A value in params.yaml that cannot work; the message names the key."""
-
-
-def shown(value) -> str:
-    """A value as an error message quotes it: repr, cut to about 80 characters, however large the value."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = 80
-    short.maxlist = short.maxtuple = short.maxdict = 4
-    short.maxlevel = 2
-    return short.repr(value)
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,5 +1,5 @@
 """The images prepare reads, as splits: a synthetic stand-in for CIFAR-10, or a folder of your own
-(stages/cifar10.py reads the official archive).
+(cifar10.py reads the official archive).
 
 CIFAR-10 and synthetic splits hold uint8 RGB images (n, 32, 32, 3); a folder split holds the
 image files, decoded one by one when they are resized. Labels are integers.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.images import IMAGE_SUFFIXES, image_files, read_image
-from stages.paths import printable
+from stages.lib.images import IMAGE_SUFFIXES, image_files, read_image
+from stages.lib.quoting import shown
 
 log = logging.getLogger("datasets")
 
@@ -48,8 +48,8 @@ def _class_files(folder: Path, classes: list[str], skipped: list[str]) -> Split:
     for label, name in enumerate(classes):
         for path in image_files(folder / name, skipped):
             try:
-                # Decoded here to leave unreadable files out before the split, and again when resized: a
-                # JPEG here at 1/8 scale, which took 35 ms against 262 ms for a 4000x3000 photo.
+                # Decoded here to leave unreadable files out before the split, and again when resized; a
+                # JPEG here at 1/8 scale, a fraction of the work (benchmarks/README.md#figures-behind-choices-in-the-code).
                 read_image(path, reduced=True)
             except ValueError as error:
                 log.warning("skipping %s", error)
@@ -59,7 +59,7 @@ def _class_files(folder: Path, classes: list[str], skipped: list[str]) -> Split:
             labels.append(label)
     counts = np.bincount(labels, minlength=len(classes))
     if counts.min() == 0:
-        raise ValueError(f"data.path: {printable(folder / classes[int(counts.argmin())])} holds no readable "
+        raise ValueError(f"data.path: {shown(folder / classes[int(counts.argmin())])} holds no readable "
                          f"image; add images (names ending {', '.join(sorted(IMAGE_SUFFIXES))}) or remove the folder")
     return Split(ImageFiles(tuple(paths)), np.asarray(labels, np.int64))
 
@@ -73,8 +73,8 @@ def read_folder(root: Path) -> tuple[Split, Split | None, tuple[str, ...], list[
     train_folder = root / "train"
     classes = _class_folders(train_folder) if train_folder.is_dir() else []
     if len(classes) < 2:
-        raise ValueError(f"data.path: {printable(train_folder)} must hold a folder per class (at least two); "
-                         f"found {[printable(name) for name in classes]}")
+        raise ValueError(f"data.path: {shown(train_folder)} must hold a folder per class (at least two); "
+                         f"found {shown(classes)}")
     skipped: list[str] = []
     train = _class_files(train_folder, classes, skipped)
     test_folder = root / "test"
@@ -82,8 +82,8 @@ def read_folder(root: Path) -> tuple[Split, Split | None, tuple[str, ...], list[
     if test_folder.is_dir():
         unknown = sorted(set(_class_folders(test_folder)) - set(classes))
         if unknown:
-            raise ValueError(f"data.path: {printable(test_folder)} has classes not in train/: "
-                             f"{printable(', '.join(unknown))}")
+            raise ValueError(f"data.path: {shown(test_folder)} has classes not in train/: "
+                             f"{shown(unknown)}")
         test = _class_files(test_folder, classes, skipped)
     return train, test, tuple(classes), skipped
 

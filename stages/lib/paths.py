@@ -20,7 +20,7 @@ def classes_beside(model: Path) -> Path:
     return model.with_name(f"{model.stem}.classes.json")
 
 
-def info_beside(model: Path) -> Path:
+def record_beside(model: Path) -> Path:
     """train's record of a model set: the head's layer, whether the cached features still fit, and the
     hash of every file of the set, so that a set mixed by an interrupted run is noticed."""
     return model.with_name(f"{model.stem}.info.json")
@@ -28,7 +28,7 @@ def info_beside(model: Path) -> Path:
 
 CLASSES = classes_beside(INFERENCE_MODEL)
 SERVING = MODELS / "serving"  # `python -m stages.export`'s folders, one per format (not a stage's output)
-MODEL_INFO = info_beside(INFERENCE_MODEL)
+MODEL_RECORD = record_beside(INFERENCE_MODEL)
 
 METRICS = Path("metrics")
 TRAIN_LOG = METRICS / "train"  # dvclive's folder: metrics.json and the per-epoch curves
@@ -51,11 +51,6 @@ COMPARE_PNG = METRICS / "compare.png"
 def is_stage_output(path) -> bool:
     """Whether `path` is one a stage writes for a later one to read."""
     return isinstance(path, str) and any(Path(path).is_relative_to(root) for root in (PREPARED, FEATURES, MODELS))
-
-
-def printable(path) -> str:
-    """A path as messages show it: control characters escaped, so that a file name cannot forge a log line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def info(root: Path) -> Path:

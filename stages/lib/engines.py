@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.backbones import BACKBONES
-from stages.frameworks import keras, tf
+from stages.lib.backbones import BACKBONES
+from stages.lib.frameworks import keras, tf
 
 Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float32 features out
 
@@ -90,10 +90,8 @@ def frozen_graph(extractor: keras.Model) -> tf.compat.v1.GraphDef:
 def compile_openvino(extractor: keras.Model, precision: str) -> Engine:
     import openvino  # only this engine needs it
 
-    # OpenVINO's TensorFlow front end reads a frozen graph from a file in C++: DenseNet-121 at 224x224
-    # converts in 2.6-2.8 s that way, and in 9-12 s from a tf.function, whose graph its Python decoder
-    # walks, looking each variable up among all the captures (2-core AMD EPYC without AVX-512; the same
-    # features, bit for bit).
+    # OpenVINO's TensorFlow front end reads a frozen graph from a file in C++, several times faster than it
+    # walks a tf.function's graph in Python, for the same features bit for bit (benchmarks/README.md#figures-behind-choices-in-the-code).
     with tempfile.TemporaryDirectory(prefix="openvino-") as folder:
         graph_file = Path(folder) / "extractor.pb"
         graph_file.write_bytes(frozen_graph(extractor).SerializeToString())

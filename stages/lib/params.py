@@ -9,15 +9,16 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from stages import paths
-from stages.backbones import BACKBONES
-from stages.params_checks import at_least, in_range, is_dir, is_file, one_of, section, unknown_key
-from stages.params_file import ParamsError, read_yaml, shown
+from stages.lib import paths
+from stages.lib.backbones import BACKBONES
+from stages.lib.params_checks import at_least, in_range, is_dir, is_file, one_of, section, unknown_key
+from stages.lib.params_file import ParamsError, read_yaml
+from stages.lib.quoting import shown
 
 SOURCES = ("cifar10", "synthetic", "folder")
-ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/engines.py runs them
+ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/lib/engines.py runs them
 PRECISIONS = ("float32", "mixed")
-HEADS = ("mlp", "linear")  # stages/heads.py fits the linear one
+HEADS = ("mlp", "linear")  # stages/lib/heads.py fits the linear one
 NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders
 MIN_FOLDER_CLASSES = 2
 TRAIN_SPLIT_SIZE = 50_000  # CIFAR-10's splits; the synthetic set mirrors them

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 
-from stages.frameworks import keras
+from stages.lib.frameworks import keras
 
 log = logging.getLogger("heads")
 

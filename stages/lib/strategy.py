@@ -2,8 +2,8 @@
 import json
 import os
 
-from stages.frameworks import keras, tf
-# Not public, and the only way to turn determinism off; imported after stages.frameworks has imported TensorFlow.
+from stages.lib.frameworks import keras, tf
+# Not public, and the only way to turn determinism off; imported after stages.lib.frameworks has imported TensorFlow.
 from tensorflow.python.framework import config as framework_config
 
 # Keras 3's fit() and evaluate() fail under MultiWorkerMirroredStrategy (keras-team/keras#20585):

@@ -1,0 +1,150 @@
+"""The house as a newcomer reads it: stages/ holds the commands, stages/lib/ the library they are built from,
+imports only go down, and dvc.yaml's code dependencies are exactly the files each stage runs. Reading
+params.yaml loads no ML framework, and the stages load theirs without extras and log through one handler."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+PACKAGE = "stages"
+LIBRARY = "stages.lib"
+MAX_LINES = 200
+COMMANDS = sorted(path.stem for path in (REPO / PACKAGE).glob("*.py") if path.stem != "__init__")
+LIBRARY_MODULES = sorted(f"{LIBRARY}.{path.stem}" for path in (REPO / "stages/lib").glob("*.py")
+                         if path.stem != "__init__")
+
+
+def module_file(module: str) -> Path:
+    """A module's file, or a package's __init__.py."""
+    path = REPO / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The stages.* modules a file imports, wherever in the file the import stands."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == PACKAGE and module_file(name).is_file()}
+
+
+def packages_of(module: str) -> set[str]:
+    """stages.lib.paths is in stages and stages.lib: importing it runs both __init__.py files."""
+    parts = module.split(".")
+    return {".".join(parts[:end]) for end in range(1, len(parts))}
+
+
+def files_run_by(module: str) -> set[str]:
+    """Every file of the package that `python -m module` executes: its imports, transitively, and the
+    __init__.py of every package on the way."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += imported_modules(module_file(current)) | packages_of(current)
+    return {module_file(name).relative_to(REPO).as_posix() for name in seen}
+
+
+def stage_code() -> dict[str, tuple[set[str], set[str]]]:
+    """Per stage in dvc.yaml: the code files it declares, and the ones its command runs."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    result = {}
+    for name, stage in stages.items():
+        module = stage["cmd"].removeprefix("python -m ")
+        declared = {dep for dep in stage["deps"] if dep.endswith(".py")}
+        result[name] = declared, files_run_by(module)
+    return result
+
+
+def test_each_stage_declares_exactly_the_code_it_runs():
+    mismatches = {name: {"undeclared": sorted(run - declared), "not run": sorted(declared - run)}
+                  for name, (declared, run) in stage_code().items() if declared != run}
+    assert not mismatches, mismatches
+
+
+def test_the_dependency_walk_follows_imports_of_the_package():
+    assert {"stages/__init__.py", "stages/lib/__init__.py", "stages/lib/params.py", "stages/lib/params_checks.py",
+            "stages/lib/params_file.py", "stages/lib/paths.py", "stages/lib/backbones.py"} <= files_run_by(
+        "stages.lib.params")
+    assert "stages/lib/models.py" in files_run_by("stages.extract")
+    assert "stages/train.py" not in files_run_by("stages.extract")
+
+
+def test_stages_holds_the_commands_and_each_has_a_main():
+    assert {"prepare", "extract", "train", "evaluate", "predict", "export", "compare"} <= set(COMMANDS)
+    for command in COMMANDS:
+        tree = ast.parse(module_file(f"{PACKAGE}.{command}").read_text())
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert "main" in functions, command
+        assert any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body), command
+    assert len(LIBRARY_MODULES) >= 10
+
+
+@pytest.mark.parametrize("module", [f"{PACKAGE}.{command}" for command in COMMANDS] + LIBRARY_MODULES)
+def test_imports_only_go_down_to_the_library(module):
+    """A command imports the library, never another command; the library never imports a command."""
+    upward = {name for name in imported_modules(module_file(module))
+              if name != module and not name.startswith(f"{LIBRARY}.") and name not in (PACKAGE, LIBRARY)}
+    assert not upward, f"{module} imports {sorted(upward)}"
+
+
+def test_the_library_has_no_import_circle():
+    imports = {module: {name for name in imported_modules(module_file(module)) if name in LIBRARY_MODULES}
+               for module in LIBRARY_MODULES}
+    finished, path = set(), []
+
+    def visit(module: str) -> None:
+        assert module not in path, f"import circle: {' -> '.join(path[path.index(module):] + [module])}"
+        if module in finished:
+            return
+        path.append(module)
+        for imported in sorted(imports[module]):
+            visit(imported)
+        path.pop()
+        finished.add(module)
+
+    for module in LIBRARY_MODULES:
+        visit(module)
+
+
+def test_no_module_is_longer_than_a_few_screens():
+    files = (REPO / PACKAGE).rglob("*.py")
+    long = {path.relative_to(REPO).as_posix(): lines for path in files
+            if (lines := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_reading_params_imports_no_ml_framework():
+    probe = ("import sys; from stages.lib.params import load_params; load_params(); "
+             "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'openvino') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_model_stages_load_keras_without_its_optional_extras_and_evaluate_without_scikit_learn():
+    probe = ("import sys; import stages.extract, stages.train; from stages.lib.frameworks import OPTIONAL_EXTRAS; "
+             "print(sorted(m for m in OPTIONAL_EXTRAS if m in sys.modules)); "
+             "import stages.evaluate; print('sklearn' in sys.modules); "
+             "import matplotlib.pyplot, sklearn.metrics; print('importable')")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "False", "importable"]
+
+
+def test_a_tensorflow_warning_is_printed_once():
+    probe = ("from stages.lib.errors import run_stage; from stages.lib.frameworks import tf; "
+             "run_stage(lambda params: tf.get_logger().warning('said once'))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "said once" in line] == ["tensorflow: said once"]
