@@ -4,66 +4,16 @@ params.yaml loads no ML framework, and the stages load theirs without extras and
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.helpers import PACKAGE, REPO, files_run_by, imported_modules, module_file, stage_code
 
-PACKAGE = "stages"
 LIBRARY = "stages.lib"
 MAX_LINES = 200
 COMMANDS = sorted(path.stem for path in (REPO / PACKAGE).glob("*.py") if path.stem != "__init__")
 LIBRARY_MODULES = sorted(f"{LIBRARY}.{path.stem}" for path in (REPO / "stages/lib").glob("*.py")
                          if path.stem != "__init__")
-
-
-def module_file(module: str) -> Path:
-    """A module's file, or a package's __init__.py."""
-    path = REPO / module.replace(".", "/")
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The stages.* modules a file imports, wherever in the file the import stands."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.split(".")[0] == PACKAGE and module_file(name).is_file()}
-
-
-def packages_of(module: str) -> set[str]:
-    """stages.lib.paths is in stages and stages.lib: importing it runs both __init__.py files."""
-    parts = module.split(".")
-    return {".".join(parts[:end]) for end in range(1, len(parts))}
-
-
-def files_run_by(module: str) -> set[str]:
-    """Every file of the package that `python -m module` executes: its imports, transitively, and the
-    __init__.py of every package on the way."""
-    seen, todo = set(), [module]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo += imported_modules(module_file(current)) | packages_of(current)
-    return {module_file(name).relative_to(REPO).as_posix() for name in seen}
-
-
-def stage_code() -> dict[str, tuple[set[str], set[str]]]:
-    """Per stage in dvc.yaml: the code files it declares, and the ones its command runs."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    result = {}
-    for name, stage in stages.items():
-        module = stage["cmd"].removeprefix("python -m ")
-        declared = {dep for dep in stage["deps"] if dep.endswith(".py")}
-        result[name] = declared, files_run_by(module)
-    return result
 
 
 def test_each_stage_declares_exactly_the_code_it_runs():

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from stages.lib.backbones import BACKBONES
 from stages.lib.params import (ENGINES, MAX_BATCH_SIZE, MAX_HEAD_UNITS, MAX_IMAGE_SIZE, MAX_SEED, PRECISIONS, SOURCES,
                            ParamsError, parse_params)
-from tests.conftest import TINY, merged, repo_params
+from tests.helpers import TINY, merged, repo_params
 
 BASE = merged(repo_params(), TINY)  # limit 400, val_size 100, image_size 32
 integers, text = st.integers, st.text(max_size=12)
@@ -40,7 +40,7 @@ VALID = {
     "train.fine_tune_epochs": integers(0, 1000),
     "train.fine_tune_learning_rate": st.floats(1e-12, 1),
     "train.augment": st.booleans(),
-    "train.head": st.just("mlp"),  # "linear" also depends on extract.enabled and fine_tune_layers: test_params.py
+    "train.head": st.just("mlp"),  # "linear" also depends on extract.enabled and fine_tune_layers: test_params_errors.py
     "train.linear_c": st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=6),
 }
 

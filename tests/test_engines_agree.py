@@ -14,7 +14,7 @@ from stages.lib import engines
 from stages.lib.engines import cpu_has_bfloat16, gpu_available
 from stages.lib.models import build_backbone, image_model
 from stages.lib.params import load_params
-from tests.conftest import run_module, run_stages, write_params
+from tests.helpers import run_module, run_stages, write_params
 
 pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set, once
 

@@ -10,7 +10,7 @@ import pytest
 
 from stages.lib import atomic, paths
 from stages.lib.atomic import atomic_directory
-from tests.conftest import EVALUATED_GROUP, REPO, run_module, write_params
+from tests.helpers import EVALUATED_GROUP, REPO, run_module, write_params
 
 
 def left_over(folder) -> list[str]:

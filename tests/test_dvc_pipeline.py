@@ -4,8 +4,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import ABOVE_CHANCE, REPRODUCED_GROUP, dvc
-from tests.test_code_layout import stage_code
+from tests.helpers import ABOVE_CHANCE, REPRODUCED_GROUP, dvc, stage_code
 
 pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
 

@@ -10,7 +10,7 @@ from benchmarks.linear_probe import HEAD_FIT, timing
 from benchmarks.run import crossover, parse_args
 from benchmarks.startup import PHASES, TIMED, timed_function
 from benchmarks.throughput import forward_flops
-from tests.conftest import GIT_IDENTITY, REPO
+from tests.helpers import GIT_IDENTITY, REPO
 
 
 def test_crossover_finds_where_the_ratio_reaches_eight():

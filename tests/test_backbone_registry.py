@@ -99,7 +99,7 @@ except FileNotFoundError as error:
 
 
 def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", OFFLINE_IMAGENET], env=env, capture_output=True, text=True,

@@ -9,7 +9,7 @@ from stages import evaluate, extract, prepare, train
 
 from stages.lib import paths
 from stages.lib.models import build_backbone
-from tests.conftest import EVALUATED_GROUP, run_stages, saved_head_weights, saved_weights, write_params
+from tests.helpers import EVALUATED_GROUP, run_stages, saved_head_weights, saved_weights, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.params import ParamsError, load_params
-from tests.conftest import REPO, write_params
+from tests.helpers import REPO, write_params
 
 # Nine lines, 414 bytes: each line nine references to the line before, 9**9 strings in all.
 ALIAS_BOMB = "".join(

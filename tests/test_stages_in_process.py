@@ -17,7 +17,7 @@ from stages.lib.cache import RowReader, SplitRows
 from stages.lib.classifier import save_classifier
 from stages.lib.features import batch_starts, engine_batch_size, extract_rows
 from stages.lib.params import load_params
-from tests.conftest import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
+from tests.helpers import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
 
 
 def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):

@@ -4,7 +4,7 @@ import pytest
 from stages import prepare
 from stages.lib.backbones import BACKBONES
 from stages.lib.params import ENGINES, HEADS, PRECISIONS, SOURCES, ParamsError, load_params, parse_params
-from tests.conftest import REPO, TINY, merged, repo_params, run_module, write_params
+from tests.helpers import REPO, TINY, merged, repo_params, run_module, write_params
 
 
 def parse(changes: dict):

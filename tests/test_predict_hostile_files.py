@@ -15,8 +15,7 @@ from PIL import Image
 from stages.lib import paths, prediction
 from stages.lib.classifier import load_classifier, save_classifier
 from stages.lib.images import read_image
-from tests.conftest import REPO, predict_in_process, run_module
-from tests.test_images import png_claiming
+from tests.helpers import REPO, png_claiming, predict_in_process, run_module
 
 CLASSES = ["red", "green", "blue"]
 

@@ -8,7 +8,7 @@ from stages import compare
 
 from stages.lib import paths
 from stages.lib.scores import accuracy_interval
-from tests.conftest import TINY, merged, repo_params
+from tests.helpers import TINY, merged, repo_params
 
 
 def run_data(backbone: str, accuracy: float, changes: dict | None = None, prepared: str = "e98a0c2e.dir") -> dict:

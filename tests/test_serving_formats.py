@@ -12,7 +12,7 @@ from stages.lib import paths
 from stages.lib.classifier import save_classifier
 from stages.lib.models import build_backbone, build_head, image_model
 
-# float32 throughout; the engines order their sums differently (tests/test_engines.py: features within 1e-4)
+# float32 throughout; the engines order their sums differently (tests/test_engines_agree.py: features within 1e-4)
 PROBABILITY_TOLERANCE = 1e-4
 
 

@@ -12,7 +12,7 @@ from stages.lib.cache import load_features
 from stages.lib.classifier import load_classifier
 from stages.lib.heads import fit_linear_probe, linear_head
 from stages.lib.params import ParamsError, parse_params
-from tests.conftest import ABOVE_CHANCE, TINY, merged, repo_params, run_stages, saved_weights, write_params
+from tests.helpers import ABOVE_CHANCE, TINY, merged, repo_params, run_stages, saved_weights, write_params
 
 GRID = [0.01, 0.1, 1.0, 10.0]
 # float32 Keras layers against scikit-learn's float64 arithmetic, on probabilities in [0, 1]
@@ -30,7 +30,7 @@ def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted
     model, _, record = load_classifier(paths.INFERENCE_MODEL)
     head = model.get_layer(record["head_layer"])
     np.testing.assert_allclose(head.predict(test_features, verbose=0), expected, atol=PROBABILITY_TOLERANCE, rtol=0)
-    # The seed's .h5 holds the same head (that it loads as the same model: tests/test_stages.py).
+    # The seed's .h5 holds the same head (that it loads as the same model: tests/test_stages_in_process.py).
     legacy = saved_weights(extracted, record["head_layer"])
     assert [name.removeprefix(f"{head.name}/") for name in legacy] == [weight.path for weight in head.weights]
     for saved, weight in zip(legacy.values(), head.weights):

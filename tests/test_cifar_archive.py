@@ -12,7 +12,7 @@ import pytest
 
 from stages.lib import cifar10
 from stages.lib.datasets import synthetic_split
-from tests.conftest import cifar_batch, fabricated_cifar, write_tarball
+from tests.helpers import cifar_batch, fabricated_cifar, write_tarball
 
 
 def test_reads_every_batch_pixel_and_label_exact(tmp_path):

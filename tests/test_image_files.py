@@ -1,8 +1,6 @@
 """Image files are read as people see them, and a folder's images are chosen by one rule everywhere."""
 import logging
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from stages import predict
 from stages.lib.datasets import read_folder
 from stages.lib.images import MAX_PIXELS, image_files, read_image
 from stages.lib.resizing import resize_bilinear
+from tests.helpers import png_claiming
 
 
 def test_a_16_bit_gradient_keeps_its_order_and_range(tmp_path):
@@ -36,16 +35,6 @@ def test_the_exif_orientation_is_applied(tmp_path):
     shown = read_image(tmp_path / "portrait.png")
     assert shown.shape == (40, 20, 3)  # tall, as viewers show it
     assert shown[:20, :, 0].min() == 255 and shown[20:, :, 2].min() == 255  # the left half is now on top
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A 1-bit grayscale PNG header claiming width x height, and a few bytes of data: the file is tiny."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    data = zlib.compress(bytes(64))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("side", [13_000, 60_000])  # PIL itself warns about the first and refuses the second

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.strategy import choose_strategy, cluster_workers
-from tests.conftest import (CLEARLY_ABOVE_CHANCE, EVALUATED_GROUP, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env,
+from tests.helpers import (CLEARLY_ABOVE_CHANCE, EVALUATED_GROUP, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env,
                             run_module, saved_head_weights)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",

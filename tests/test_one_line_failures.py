@@ -16,7 +16,7 @@ from stages import evaluate, extract, train
 from stages.lib import fitting, paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
-from tests.conftest import (EVALUATED_GROUP, GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module,
+from tests.helpers import (EVALUATED_GROUP, GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module,
                             write_params, write_tarball)
 
 
