@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.run import REPO, run_module
+from benchmarks.workload import REPO, run_module
 
 
 def engine_rate(backbone: str, engine: str, images: int, batch_size: int, image_size: int, out: Path) -> float:

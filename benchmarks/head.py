@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from dvclive import Live
 
-from benchmarks.run import EPOCHS, SEED, VAL_SHARE
+from benchmarks.workload import EPOCHS, SEED, VAL_SHARE
 from stages.lib.batches import Batches
 from stages.lib.models import build_head
 from stages.lib.strategy import make_reproducible

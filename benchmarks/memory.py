@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.run import REPO, run_module
+from benchmarks.workload import REPO, run_module
 
 
 def measure(folder: Path, images: int) -> dict:

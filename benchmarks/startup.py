@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import run_module, table, write_params
+from benchmarks.tables import table
+from benchmarks.workload import run_module, write_params
 from stages.lib.atomic import read_json
 from stages.lib.fast_exit import end_process
 
