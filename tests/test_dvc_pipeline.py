@@ -1,5 +1,8 @@
 """The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -64,3 +67,14 @@ def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
 
     (reproduced_repo / "weights/backbone.weights.h5").write_bytes(b"new weights")
     assert changed_stages(reproduced_repo) == {"extract", "train"}
+
+
+def test_a_value_yaml_versions_read_differently_is_one_value_to_dvc_and_the_stages(reproduced_repo):
+    """`seed: 042` is 42 to DVC (YAML 1.2) and must be to the stages too: nothing changed, nothing reruns."""
+    params = reproduced_repo / "params.yaml"
+    params.write_text(params.read_text().replace("  seed: 42\n", "  seed: 042\n", 1))
+    assert changed_stages(reproduced_repo) == set()
+    probe = "from stages.lib.params import load_params; print(load_params().data.seed)"
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=reproduced_repo, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(reproduced_repo)})
+    assert shown.stdout.strip() == "42", shown.stderr

@@ -137,3 +137,50 @@ def test_invalid_yaml_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def params_with(tmp_path, old: str, new: str):
+    """The tiny params.yaml with one line's text replaced, as a user would edit it."""
+    write_params(tmp_path, {})
+    text = (tmp_path / "params.yaml").read_text()
+    assert old in text
+    (tmp_path / "params.yaml").write_text(text.replace(old, new, 1))
+    return tmp_path / "params.yaml"
+
+
+@pytest.mark.parametrize("old, new, key, read", [
+    ("seed: 42", "seed: 042", "data.seed", 42),  # YAML 1.1 reads a leading zero as octal: 34
+    ("seed: 42", "seed: 010", "data.seed", 10),
+    ("verify: true", "verify: no", "data.verify", "no"),  # YAML 1.1: false
+    ("epochs: 5", "epochs: 1:30", "train.epochs", "1:30"),  # YAML 1.1: 90, base 60
+])
+def test_params_yaml_is_read_as_dvc_reads_it(tmp_path, old, new, key, read):
+    from dvc.utils.serialize import load_yaml  # what `dvc status` and `dvc params diff` compare
+
+    path = params_with(tmp_path, old, new)
+    section, name = key.split(".")
+    assert load_yaml(str(path))[section][name] == read
+    if isinstance(read, int):
+        assert getattr(getattr(load_params(path), section), name) == read
+    else:
+        with pytest.raises(ParamsError, match=rf"^{key}: '{read}' is not "):
+            load_params(path)
+
+
+@pytest.mark.parametrize("case", ["nested", "control character", "not utf-8", "huge integer", "huge file"])
+def test_a_damaged_params_file_is_one_line_naming_it(tmp_path, case):
+    write_params(tmp_path, {})
+    path = tmp_path / "params.yaml"
+    text = path.read_text()
+    damaged = {
+        "nested": text.replace("limit: 400", "limit: " + "[" * 400 + "]" * 400).encode(),
+        "control character": text.replace("seed: 42", "seed: 42  # \x01").encode(),
+        "not utf-8": text.encode().replace(b"seed: 42", b"seed: 42  # \xff"),
+        "huge integer": text.replace("seed: 42", "seed: " + "9" * 5001).encode(),
+        "huge file": text.encode() + b"".join(b"unknown_%d: 1\n" % i for i in range(200_000)),
+    }[case]
+    path.write_bytes(damaged)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and len(message.splitlines()) == 1 and len(message) < 300, message
