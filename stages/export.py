@@ -13,20 +13,32 @@ from pathlib import Path
 from stages.lib import paths
 from stages.lib.atomic import atomic_directory, write_json
 from stages.lib.classifier import load_classifier
-from stages.lib.quoting import shown
 from stages.lib.errors import one_line_errors
 from stages.lib.fast_exit import end_process
+from stages.lib.quoting import shown
 
 # Keras's own exporters: format name on the command line -> Keras's name, and the file in the folder.
 FORMATS = {"savedmodel": ("tf_saved_model", "."), "openvino": ("openvino", "cifar10.xml")}
 
 
+def check_replaceable(out: Path) -> None:
+    """An export replaces a folder only if it is empty or an earlier export (its record is inside): --out
+    could name models/ itself, or any folder of the user's."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {shown(out)} is a file; name a folder")
+    if out.is_dir() and any(out.iterdir()) and not paths.export_record(out).is_file():
+        raise ValueError(f"--out {shown(out)} holds files that no export wrote; name a new or empty folder "
+                         f"(an earlier export there would be replaced)")
+
+
 def export(model_path: Path, serving_format: str, out: Path) -> Path:
+    check_replaceable(out)
     model, classes, _ = load_classifier(model_path)
     keras_format, name = FORMATS[serving_format]
     with atomic_directory(out) as partial:
         model.export(str(partial / name), format=keras_format, verbose=False)
         write_json(partial / paths.CLASSES.name, classes)
+        write_json(paths.export_record(partial), {"format": serving_format, "model": str(model_path)})
     return out
 
 

@@ -61,3 +61,25 @@ def test_exporting_without_a_model_is_one_line(workdir, capsys):
     assert exit.value.code == 1
     assert capsys.readouterr().err.startswith("error: no model at models/cifar10.keras; run `dvc repro` first")
     assert not paths.SERVING.exists()
+
+
+def test_export_replaces_no_folder_it_did_not_write(workdir, capsys):
+    paths.INFERENCE_MODEL.parent.mkdir()
+    paths.INFERENCE_MODEL.write_bytes(b"not a model")  # never read: --out is checked first
+    (paths.SERVING / "openvino").mkdir(parents=True)
+    (paths.SERVING / "openvino/cifar10.xml").write_text("<net/>")
+    (workdir / "notes").mkdir()
+    (workdir / "notes/plan.txt").write_text("mine")
+    before = {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()}
+    for out in ("models", "models/serving", "notes", "notes/plan.txt", "."):
+        with pytest.raises(SystemExit) as exit:
+            export.main(["--format", "savedmodel", "--out", out])
+        assert exit.value.code == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: --out {out} ") and len(error.splitlines()) == 1, error
+    assert {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()} == before
+    # An earlier export's folder is the command's own: it goes on to the model, which fails here.
+    paths.export_record(paths.SERVING / "openvino").write_text("{}")
+    with pytest.raises(SystemExit):
+        export.main(["--format", "openvino"])
+    assert capsys.readouterr().err.startswith("error: no class names at models/cifar10.classes.json")

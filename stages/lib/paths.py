@@ -75,3 +75,8 @@ def features(split: str, root: Path = FEATURES) -> Path:
 
 def shard(index: int, count: int) -> Path:
     return SHARDS / f"{index}-of-{count}"
+
+
+def export_record(folder: Path) -> Path:
+    """What `python -m stages.export` wrote into a folder: the mark that it may replace the folder."""
+    return folder / "export.json"
