@@ -44,15 +44,22 @@ def report(results: list[dict], as_json: bool, strict: bool) -> None:
             print(f"error: {result['error']}" if strict else f"warning: {result['error']} (skipped)",
                   file=sys.stderr)
         elif not as_json:
-            answers = ", ".join(f"{top['class']} {top['probability']:.3f}" for top in result["top"])
+            answers = ", ".join(f"{shown(top['class'], quoted=False)} {top['probability']:.3f}"
+                                for top in result["top"])
             print(f"{shown(Path(result['image']))}: {answers}")
+
+
+def positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a count of 1 or more")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--model", type=Path, default=paths.INFERENCE_MODEL, help="a .keras or .h5 model")
-    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image")
+    parser.add_argument("--top-k", type=positive_count, default=3, help="classes to show per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any image cannot be read")
     args = parser.parse_args(argv)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():
         images = image_paths(args.images)  # a wrong path fails before seconds of loading the model
         model, classes, _ = load_classifier(args.model)
-        results = predict(model, classes, images, max(1, args.top_k))
+        results = predict(model, classes, images, args.top_k)
         report(results, args.json, args.strict)
     if args.strict and any("error" in result for result in results):
         sys.exit(1)

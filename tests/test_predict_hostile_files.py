@@ -128,6 +128,23 @@ def test_class_names_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
                              f"outputs; keep the class names saved with the model beside it")
 
 
+def test_class_names_from_a_file_cannot_forge_lines_or_colour_the_terminal(tmp_path, capsys):
+    classes = ["dog\x1b[31mRED", "cat\nerror: forged line", "plain"]
+    model_path = model_elsewhere(tmp_path, classes)
+    status, output, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--model", str(model_path),
+                                               "--top-k", "3")
+    assert status == 0 and error == ""
+    assert "\x1b" not in output and len(output.splitlines()) == 1, output
+    assert "dog\\x1b[31mRED" in output and "cat\\nerror: forged line" in output
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1", "three"])
+def test_a_top_k_that_shows_nothing_is_refused(tmp_path, capsys, top_k):
+    status, output, error = predict_in_process(capsys, str(tmp_path / "image.png"), "--top-k", top_k)
+    assert status == 2 and output == ""
+    assert error.splitlines()[-1].endswith(f"argument --top-k: {top_k!r} is not a count of 1 or more"), error
+
+
 def test_a_missing_image_is_one_line_before_any_model_is_read(tmp_path, capsys):
     damaged = model_elsewhere(tmp_path)
     damaged.write_bytes(b"not a model")  # were it read first, the error would be about the model

@@ -10,11 +10,11 @@ _short.maxlist = _short.maxtuple = _short.maxdict = 4
 _short.maxlevel = 2
 
 
-def shown(value) -> str:
+def shown(value, quoted: bool = True) -> str:
     """`value` as a message quotes it: a path or an error as its plain text (an error's first line), any
-    other value as its repr (text in quotes), with control characters escaped and cut short, however
-    large the value."""
-    if isinstance(value, PurePath):
+    other value as its repr (text in quotes, unless not `quoted`), with control characters escaped and cut
+    short, however large the value."""
+    if isinstance(value, PurePath) or (isinstance(value, str) and not quoted):
         text = str(value)
     elif isinstance(value, BaseException):
         lines = str(value).strip().splitlines()
