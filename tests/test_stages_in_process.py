@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from stages import evaluate, prepare
+from stages import evaluate, prepare, train
 
 from stages.lib import cifar10, paths, saved_model_check
 from stages.lib.atomic import sha256_of
@@ -205,3 +205,16 @@ def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
         {"train": 20, "val": 7, "test": 5}
     assert [len(np.load(paths.features(split, out))) for split in counts] == [0, 0, 7]
     assert np.load(paths.features("test", out))[:, 0].tolist() == list(range(2005, 2012))
+
+
+@EVALUATED_GROUP
+def test_training_again_writes_every_model_file_byte_for_byte(evaluated):
+    """Same params, same bytes: the .keras too (no save time, no process's object ids), and so train's record.
+    Keras's session is cleared before each run, as a process of its own starts with no layer named yet."""
+    runs = []
+    for _ in range(2):
+        keras.backend.clear_session()
+        run_stages(train)
+        runs.append({path.name: sha256_of(path) for path in sorted(paths.MODELS.iterdir()) if path.is_file()})
+    assert {"cifar10.keras", "cifar10.h5", "cifar10.classes.json", "cifar10.info.json"} <= set(runs[0])
+    assert runs[1] == runs[0]

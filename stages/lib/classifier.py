@@ -13,14 +13,16 @@ import numpy as np
 from stages.lib import paths
 from stages.lib.atomic import atomic_file, read_json, sha256_of, write_json
 from stages.lib.frameworks import keras
+from stages.lib.keras_zip import save_keras
 from stages.lib.quoting import shown
 
 
 def save_classifier(model: keras.Model, classes: list[str], record: dict) -> None:
     """Each file written aside and renamed into place; the record with their hashes last."""
-    for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL):
-        with atomic_file(path) as partial:
-            model.save(partial)
+    with atomic_file(paths.INFERENCE_MODEL) as partial:
+        save_keras(model, partial)
+    with atomic_file(paths.LEGACY_MODEL) as partial:
+        model.save(partial)
     write_json(paths.CLASSES, classes)
     files = {path.name: sha256_of(path) for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)}
     write_json(paths.MODEL_RECORD, {**record, "files": files})
