@@ -17,7 +17,8 @@ from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
 from stages.lib.fitting import compile_for_training, fit
 from stages.lib.frameworks import keras
-from stages.lib.models import build_backbone, build_head, image_model, require_finite_weights, unfreeze_top
+from stages.lib.models import (build_backbone, build_head, image_model, require_finite_weights, require_layers,
+                               unfreeze_top)
 from stages.lib.params import Params
 from stages.lib.strategy import choose_strategy, make_reproducible
 
@@ -95,6 +96,7 @@ def train_and_save(params: Params) -> None:
     prepared, extracted = read_json(paths.PREPARED_INFO), read_json(paths.FEATURES_INFO)
     size, classes, use_features = prepared["image_size"], prepared["classes"], extracted["enabled"]
     backbone = build_backbone(model_params.backbone, model_params.weights, size, model_params.seed)
+    require_layers(backbone, train.fine_tune_layers)
     keras.utils.set_random_seed(train.seed)
     # The head alone on cached features: the saved model then still matches them (fine-tuning changes the backbone).
     head_on_features = use_features and not train.fine_tune_layers

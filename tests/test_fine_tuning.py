@@ -9,6 +9,7 @@ from stages import evaluate, extract, prepare, train
 
 from stages.lib import paths
 from stages.lib.models import build_backbone
+from stages.lib.params import load_params
 from tests.helpers import EVALUATED_GROUP, run_stages, saved_head_weights, saved_weights, write_params
 
 
@@ -87,3 +88,10 @@ def test_fine_tuning_improves_on_the_frozen_head(workdir):
     frozen, tuned = accuracy[9], accuracy[-1]
     assert len(accuracy) == 11
     assert tuned >= frozen + 0.1, f"validation accuracy: frozen head {frozen:.3f}, after fine-tuning {tuned:.3f}"
+
+
+def test_more_layers_than_the_backbone_has_are_refused_before_the_head_trains(extracted, monkeypatch):
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: pytest.fail("the head trained first"))
+    write_params(extracted, {"train": {"fine_tune_layers": 100_000}})
+    with pytest.raises(ValueError, match=r"^train\.fine_tune_layers: 100000 exceeds the \d+ layers of the backbone"):
+        train.run(load_params())

@@ -105,6 +105,11 @@ def test_values_out_of_range_are_named(key, value, message):
     assert str(error.value) == message
 
 
+def test_unfrozen_layers_without_epochs_to_train_them_are_refused():
+    with pytest.raises(ParamsError, match=r"^train\.fine_tune_epochs: 0 leaves the 1 layers that .* set it to 1"):
+        parse({"train": {"fine_tune_layers": 1, "fine_tune_epochs": 0}})
+
+
 def test_a_weights_file_under_weights_is_accepted_and_one_elsewhere_is_not(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights").mkdir()

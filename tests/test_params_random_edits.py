@@ -96,6 +96,8 @@ def test_valid_edits_are_accepted(edits):
     if "data.limit" in edits or "data.val_size" in edits:  # the two bound each other
         limit = edits.get("data.limit", BASE["data"]["limit"]) or 50_000
         edits["data.val_size"] = min(edits.get("data.val_size", BASE["data"]["val_size"]), limit - 10)
+    if edits.get("train.fine_tune_layers") and "train.fine_tune_epochs" in edits:  # unfrozen layers must train
+        edits["train.fine_tune_epochs"] = max(1, edits["train.fine_tune_epochs"])
     params = parse_params(edited(edits))
     for key, value in edits.items():
         section, name = key.split(".")

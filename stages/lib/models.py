@@ -122,11 +122,17 @@ def image_model(backbone_name: str, backbone: keras.Model, size: int, head=None,
     return keras.Model(inputs, outputs, name=f"{backbone_name}_classifier" if head else f"{backbone_name}_features")
 
 
+def require_layers(backbone: keras.Model, count: int) -> None:
+    """Refuse to fine-tune more layers than the backbone has, before anything is trained."""
+    if count > len(backbone.layers):
+        raise ValueError(f"train.fine_tune_layers: {count} exceeds the {len(backbone.layers)} layers of the "
+                         f"backbone; set it to {len(backbone.layers)} or fewer")
+
+
 def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
     """Make the backbone's top `count` layers trainable, except BatchNormalization; returns their names."""
+    require_layers(backbone, count)
     layers = backbone.layers
-    if count > len(layers):
-        raise ValueError(f"train.fine_tune_layers: {count} exceeds the {len(layers)} layers of the backbone")
     backbone.trainable = True
     for index, layer in enumerate(layers):
         # BatchNormalization stays frozen: its statistics were learnt on ImageNet, not on a few batches.

@@ -119,6 +119,10 @@ def _validate_head(extract: ExtractParams, train: TrainParams) -> None:
             raise ParamsError(f"train.linear_c[{index}]: {shown(strength)} must be a positive number")
     if train.head == "linear" and not extract.enabled:
         raise ParamsError("train.head: linear fits cached features; set extract.enabled: true, or train.head: mlp")
+    if train.fine_tune_layers and not train.fine_tune_epochs:
+        raise ParamsError(f"train.fine_tune_epochs: 0 leaves the {train.fine_tune_layers} layers that "
+                          f"train.fine_tune_layers unfreezes untrained; set it to 1 or more, or "
+                          f"train.fine_tune_layers: 0")
     if train.head == "linear" and train.fine_tune_layers:
         raise ParamsError("train.head: linear is fitted once, on frozen features; set train.fine_tune_layers: 0, "
                           "or train.head: mlp")
