@@ -225,3 +225,44 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     data = zlib.compress(bytes(64))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+class _TerabyteArray:
+    """Pickles as numpy's own array reconstruction, asking for 10**12 bytes: 60 bytes of pickle."""
+
+    def __reduce__(self):
+        reconstruct = np.zeros(1).__reduce__()[0]
+        return reconstruct, (np.ndarray, (10**12,), b"B")
+
+
+def bad_archive(tmp_path: Path, case: str) -> Path:
+    """A CIFAR-10 archive damaged or crafted as `case` says; "checksum" is a good one, not the official file."""
+    archive, _ = fabricated_cifar(tmp_path / "cifar.tar.gz")
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    good = cifar_batch(np.zeros((20, 32, 32, 3), np.uint8), [1] * 20)
+    if case == "truncated":
+        archive.write_bytes(archive.read_bytes()[:300])
+    elif case == "damaged deflate":  # the gzip header and first member intact, later compressed blocks noise
+        data = bytearray(archive.read_bytes())
+        data[len(data) // 20:len(data) // 20 + 1000] = np.random.default_rng(0).bytes(1000)
+        archive.write_bytes(bytes(data))
+        with pytest.raises(zlib.error), tarfile.open(archive) as tar:  # zlib's own error, not gzip's or tar's
+            for member in tar:
+                tar.extractfile(member).read() if member.isfile() else None
+    elif case == "labels":
+        bad = cifar_batch(np.zeros((20, 32, 32, 3), np.uint8), [11] * 20)
+        write_tarball(archive, {f"cifar-10-batches-py/{name}": bad for name in names})
+    elif case in ("not a dict", "array of a terabyte"):
+        bad = pickle.dumps(np.zeros(3) if case == "not a dict" else {b"data": _TerabyteArray(), b"labels": []},
+                           protocol=2)
+        write_tarball(archive, {f"cifar-10-batches-py/{name}": bad if name == "data_batch_1" else good
+                                for name in names})
+    elif case == "member of 3 GB":  # GNU tar's sparse member: 3 GB of zeros in a few bytes
+        hole = tmp_path / "sparse/cifar-10-batches-py/data_batch_1"
+        hole.parent.mkdir(parents=True)
+        with open(hole, "wb") as file:
+            file.truncate(3 * 10**9)
+        subprocess.run(["tar", "-S", "-czf", str(archive), "-C", str(tmp_path / "sparse"), "cifar-10-batches-py"],
+                       check=True)
+        hole.unlink()
+    return archive

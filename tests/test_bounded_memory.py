@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.params import ParamsError, load_params
-from tests.helpers import REPO, write_params
+from tests.helpers import REPO, bad_archive, write_params
 
 # Nine lines, 414 bytes: each line nine references to the line before, 9**9 strings in all.
 ALIAS_BOMB = "".join(
@@ -99,3 +99,14 @@ def test_decompression_bombs_are_skipped_and_memory_stays_bounded(tmp_path):
     assert "13000x13000 pixels is more than the 33,554,432 pixels" in result.stderr
     assert sum(info["counts"].values()) == 24
     assert peak < 1.5e9, peak
+
+
+@pytest.mark.parametrize("case", ["member of 3 GB", "array of a terabyte"])
+def test_an_archive_claiming_gigabytes_is_refused_before_they_are_read(tmp_path, case):
+    archive = bad_archive(tmp_path, case)
+    write_params(tmp_path, {"data": {"source": "cifar10", "archive": str(archive), "verify": False,
+                                     "val_size": 10, "limit": None}})
+    result, seconds, peak = run_measured("stages.prepare", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.archive: "), result.stderr
+    assert seconds < 10 and peak < 500 * 2**20, (seconds, peak / 2**20)

@@ -16,8 +16,7 @@ from stages import evaluate, extract, train
 from stages.lib import fitting, paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
-from tests.helpers import (EVALUATED_GROUP, GIT_IDENTITY, REPO, cifar_batch, fabricated_cifar, run_module,
-                            write_params, write_tarball)
+from tests.helpers import EVALUATED_GROUP, GIT_IDENTITY, REPO, bad_archive, run_module, write_params
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, starts_with: str) -> None:
@@ -26,20 +25,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, starts_with: str)
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {starts_with}"), result.stderr
 
 
-def bad_archive(tmp_path, case: str):
-    archive, _ = fabricated_cifar(tmp_path / "cifar.tar.gz")
-    if case == "truncated":
-        archive.write_bytes(archive.read_bytes()[:300])
-    elif case == "labels":
-        images = np.zeros((20, 32, 32, 3), np.uint8)
-        members = {f"cifar-10-batches-py/{name}": cifar_batch(images, [11] * 20)
-                   for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                                "test_batch")}
-        write_tarball(archive, members)
-    return archive
-
-
-@pytest.mark.parametrize("case, verify", [("truncated", False), ("checksum", True), ("labels", False)])
+@pytest.mark.parametrize("case, verify", [("truncated", False), ("checksum", True), ("labels", False),
+                                          ("damaged deflate", False), ("not a dict", False),
+                                          ("array of a terabyte", False), ("member of 3 GB", False)])
 def test_bad_archives_fail_in_one_line(tmp_path, case, verify):
     archive = bad_archive(tmp_path, case)
     write_params(tmp_path, {"data": {"source": "cifar10", "archive": str(archive), "verify": verify,

@@ -8,6 +8,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from stages.lib.atomic import atomic_file, exclusive, sha256_of
 from stages.lib.datasets import Split
+from stages.lib.quoting import shown
 
 log = logging.getLogger("cifar10")
 
@@ -24,6 +26,9 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
+# A batch of 10,000 images pickles to 31 MB: what a member or an array in one may take, with room to spare,
+# whatever its header or a crafted pickle claims.
+MAX_BATCH_BYTES = 64 * 2**20
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -40,7 +45,18 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        return _sized(found) if name == "_reconstruct" else found
+
+
+def _sized(reconstruct):
+    """numpy's _reconstruct allocates the array a pickle asks for: a few bytes can ask for a terabyte."""
+    def checked(subtype, shape, dtype):
+        elements = np.prod(np.asarray(shape, dtype=np.float64))
+        if not np.isfinite(elements) or elements * np.dtype(dtype).itemsize > MAX_BATCH_BYTES:
+            raise pickle.UnpicklingError(f"an array of shape {shape!r:.80} is larger than a batch can be")
+        return reconstruct(subtype, shape, dtype)
+    return checked
 
 
 def shared_archive() -> Path:
@@ -96,9 +112,11 @@ def verify(archive: Path, verify: bool) -> str:
 def _read_batch(name: str, payload: bytes) -> Split:
     try:
         batch = _BatchUnpickler(io.BytesIO(payload), encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
         data, labels = batch[b"data"], np.asarray(batch[b"labels"])
-    except (pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError) as error:
-        raise ValueError(f"data.archive: {name} is not a CIFAR-10 batch ({error})") from error
+    except (pickle.UnpicklingError, KeyError, TypeError, EOFError, ValueError, MemoryError) as error:
+        raise ValueError(f"data.archive: {name} is not a CIFAR-10 batch ({shown(error)})") from error
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         raise ValueError(f"data.archive: {name} holds no uint8 (n, 3072) image array")
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or not np.all((labels >= 0) & (labels < 10)):
@@ -123,9 +141,12 @@ def read(archive: Path) -> tuple[Split, Split]:
             for member in tar:
                 _check_member(member)
                 if member.name in wanted and member.isfile():
+                    if member.size > MAX_BATCH_BYTES:
+                        raise ValueError(f"data.archive: {shown(member.name)} in {shown(archive)} claims "
+                                         f"{member.size:,} bytes, more than a CIFAR-10 batch can hold")
                     payloads[member.name.rsplit("/", 1)[1]] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"data.archive: {archive} is not a readable tar.gz archive ({error}); "
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"data.archive: {shown(archive)} is not a readable tar.gz archive ({shown(error)}); "
                          "delete it and retry") from error
     missing = sorted(set(TRAIN_BATCHES + (TEST_BATCH,)) - set(payloads))
     if missing:
