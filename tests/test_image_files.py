@@ -120,3 +120,20 @@ def test_prepare_resizes_bit_for_bit_as_the_saved_models_resize_layer(source, ta
     resized = resize_bilinear(images, *target)
     assert resized.dtype == np.float32 and resized.shape == expected.shape
     np.testing.assert_array_equal(resized, expected)
+
+
+def jpeg_with_repeated_scans(path, repeats: int) -> None:
+    """A progressive JPEG whose last scan comes `repeats` times: each decodes over the whole frame again."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        path, "JPEG", progressive=True)
+    data = path.read_bytes()
+    last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
+    path.write_bytes(data[:data.rindex(b"\xff\xd9")] + last_scan * repeats + b"\xff\xd9")
+
+
+def test_a_jpeg_of_absurdly_many_scans_is_refused_before_decoding(tmp_path):
+    jpeg_with_repeated_scans(tmp_path / "few.jpg", 1)
+    assert read_image(tmp_path / "few.jpg").shape == (64, 64, 3)
+    jpeg_with_repeated_scans(tmp_path / "many.jpg", 1000)
+    with pytest.raises(ValueError, match=r"many.jpg: 10\d\d JPEG scans, more than the 100 an image may have"):
+        read_image(tmp_path / "many.jpg")

@@ -19,6 +19,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 # claims more is skipped like any unreadable file, however small it is; a JPEG is first decoded reduced.
 MAX_PIXELS = 2**25
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# A progressive JPEG refines the image scan by scan, about ten of them; each is decoded over the whole
+# frame, so a file repeating one scan a thousand times costs a thousand decodes at the pixel limit.
+MAX_JPEG_SCANS = 100
+START_OF_SCAN = b"\xff\xda"  # never inside compressed data, where a 0xff byte is followed by 0x00 or a restart
 
 
 def read_image(path: Path, reduced: bool = False) -> np.ndarray:
@@ -34,6 +38,8 @@ def read_image(path: Path, reduced: bool = False) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(path) as image:
+                if image.format == "JPEG":
+                    _require_few_scans(Path(path))
                 _reduce_jpeg(image, reduced)
                 width, height = image.size
                 if width * height > MAX_PIXELS:
@@ -45,6 +51,18 @@ def read_image(path: Path, reduced: bool = False) -> np.ndarray:
                          f"image may have here; shrink it") from error
     except Exception as error:  # whatever part of the decoder notices a malformed file
         raise ValueError(f"cannot read image {shown(Path(path))}: {shown(error)}") from error
+
+
+def _require_few_scans(path: Path) -> None:
+    """Count a JPEG's scans before decoding any: the pixel limit bounds memory, this bounds time."""
+    scans, tail = 0, b""
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            scans += (tail + block).count(START_OF_SCAN)
+            tail = block[-1:]
+    if scans > MAX_JPEG_SCANS:
+        raise ValueError(f"{scans} JPEG scans, more than the {MAX_JPEG_SCANS} an image may have here; "
+                         f"save it again as a plain JPEG")
 
 
 def _reduce_jpeg(image: Image.Image, reduced: bool) -> None:
