@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from stages import prepare
 from stages.lib import atomic, paths
 from stages.lib.atomic import atomic_directory
 from tests.helpers import EVALUATED_GROUP, REPO, run_module, write_params
@@ -175,3 +176,16 @@ def test_train_and_evaluate_wait_for_a_run_writing_their_outputs(evaluated, stag
         time.sleep(1)
         assert run.poll() is None and digest(output) == before  # it waits, and writes nothing meanwhile
     assert run.wait(300) == 0, run.stderr.read()[-3000:]
+
+
+def test_a_stage_clears_what_killed_writers_left_and_keeps_a_running_ones(workdir):
+    """DVC may restore a killed stage's outputs from its run cache and never run it again: any stage cleans up."""
+    dead = [workdir / "data/features.99999999.partial", workdir / "models/.cifar10.99999999.partial.keras",
+            workdir / "metrics/train.99999999.partial", workdir / "metrics/timing/.train.99999999.partial.json"]
+    running = workdir / f"models/.cifar10.{os.getpid()}.partial.keras"
+    for path in dead + [running]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if path.suffix == ".partial" else path.write_bytes(b"half")
+    prepare.main()
+    assert [path for path in dead if path.exists()] == [] and running.exists()
+    assert paths.PREPARED_INFO.is_file()

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,17 @@ def _process_is_gone(pid: int) -> bool:
     except PermissionError:  # another user's process
         pass
     return False
+
+
+PARTIAL = re.compile(r"^\.?.+\.(?P<pid>\d+)\.partial(\.[^.]+)?$")  # both writers' names for a write in progress
+
+
+def remove_dead_partials(folder: Path) -> None:
+    """What writers killed mid-write left in `folder`: a later run of that stage would clean it, but DVC may
+    never run it again (it restores outputs from its run cache), and a running writer's are kept."""
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if (match := PARTIAL.match(entry.name)) and _process_is_gone(int(match["pid"])):
+            _remove(entry)
 
 
 def _remove(path: Path) -> None:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stages.lib import paths
-from stages.lib.atomic import OUT_OF_SPACE
+from stages.lib.atomic import OUT_OF_SPACE, remove_dead_partials
 from stages.lib.params import load_params
 from stages.lib.quoting import shown
 
@@ -45,7 +45,10 @@ def one_line_errors():
 
 
 def run_stage(run) -> None:
-    """A stage's main(): read params.yaml, run."""
+    """A stage's main(): read params.yaml, clear what killed runs left among the outputs, run."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     with one_line_errors():
-        run(load_params())
+        params = load_params()
+        for folder in paths.OUTPUT_FOLDERS:
+            remove_dead_partials(folder)
+        run(params)

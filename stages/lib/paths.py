@@ -43,6 +43,8 @@ MISTAKES_PNG = METRICS / "mistakes.png"
 # because they differ between two runs that otherwise write the same bytes.
 EXTRACT_TIMING = METRICS / "timing/extract.json"
 TRAIN_TIMING = METRICS / "timing/train.json"
+# Where writers leave their work in progress (see atomic.py): data/features.<pid>.partial and the like.
+OUTPUT_FOLDERS = (PREPARED.parent, MODELS, METRICS, EXTRACT_TIMING.parent)
 # `python -m stages.compare`'s table and chart of the experiments (not a stage's output).
 COMPARE_TABLE = METRICS / "compare.md"
 COMPARE_PNG = METRICS / "compare.png"
