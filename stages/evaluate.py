@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.lib import paths
-from stages.lib.atomic import exclusive, read_json, write_json
+from stages.lib.atomic import holding, read_json, write_json
 from stages.lib.cache import load_features
 from stages.lib.classifier import load_classifier, predict_padded
 from stages.lib.errors import run_stage
@@ -32,7 +32,7 @@ def test_probabilities(model: keras.Model, record: dict, cached: np.ndarray | No
 
 
 def run(params: Params) -> None:
-    with exclusive(paths.METRICS):  # one evaluate at a time writes metrics/
+    with holding(paths.PREPARED, paths.FEATURES, paths.MODELS, paths.METRICS):  # inputs read whole, one writer
         evaluate()
 
 

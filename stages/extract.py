@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from stages.lib import paths
-from stages.lib.atomic import atomic_directory, read_json, write_json
+from stages.lib.atomic import atomic_directory, holding, read_json, write_json
 from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
 from stages.lib.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
@@ -17,6 +17,11 @@ log = logging.getLogger("extract")
 
 
 def run(params: Params) -> None:
+    with holding(paths.PREPARED):
+        extract(params)
+
+
+def extract(params: Params) -> None:
     image_size = read_json(paths.PREPARED_INFO)["image_size"]
     timing = {"images": 0}
     with atomic_directory(paths.FEATURES) as out:

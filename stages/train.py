@@ -9,7 +9,7 @@ import numpy as np
 from dvclive import Live
 
 from stages.lib import paths
-from stages.lib.atomic import atomic_directory, exclusive, read_json, write_json
+from stages.lib.atomic import atomic_directory, holding, read_json, write_json
 from stages.lib.batches import split_batches
 from stages.lib.classifier import save_classifier
 from stages.lib.cache import load_features
@@ -85,9 +85,9 @@ def train_head(params: Params, backbone: keras.Model, size: int, num_classes: in
 
 
 def run(params: Params) -> None:
-    # One train at a time writes models/ (and metrics/train); variables made in the strategy's scope are
-    # mirrored on every GPU, one device otherwise.
-    with exclusive(paths.MODELS), choose_strategy().scope():
+    # One train at a time writes models/ (and metrics/train), and reads its inputs whole; variables made in
+    # the strategy's scope are mirrored on every GPU, one device otherwise.
+    with holding(paths.PREPARED, paths.FEATURES, paths.MODELS), choose_strategy().scope():
         train_and_save(params)
 
 

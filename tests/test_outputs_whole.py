@@ -118,7 +118,7 @@ def test_a_second_writer_of_an_output_waits_for_the_first(tmp_path):
     assert not entered.exists(), "the second writer did not wait"
     go.touch()
     assert first.wait(60) == 0 and second.wait(60) == 0, (first.stderr.read(), second.stderr.read())
-    assert "waiting for another run that is writing" in second.stderr.read()
+    assert "waiting for another run that is using" in second.stderr.read()
     assert (target / "result.txt").read_text() == "second"
     assert not list(tmp_path.glob("*partial*")) and not list(tmp_path.glob("*.previous"))
 
@@ -162,14 +162,17 @@ def digest(folder) -> dict:
 
 @EVALUATED_GROUP
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, output", [("train", paths.MODELS), ("evaluate", paths.METRICS)])
-def test_train_and_evaluate_wait_for_a_run_writing_their_outputs(evaluated, stage, output):
+@pytest.mark.parametrize("stage, locked, output", [("train", paths.MODELS, paths.MODELS),
+                                                   ("evaluate", paths.METRICS, paths.METRICS),
+                                                   ("extract", paths.PREPARED, paths.FEATURES)])
+def test_stages_wait_for_a_run_writing_their_outputs_or_inputs(evaluated, stage, locked, output):
+    """Another run of the stage, or a hand-run prepare while extract reads data/prepared, from this process."""
     before = digest(output)
-    with atomic.exclusive(output):  # another run of the stage, from this process
+    with atomic.exclusive(locked):
         run = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=evaluated, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         waiting = ""
-        while "waiting for another run" not in waiting:
+        while f"waiting for another run that is using {locked}" not in waiting:
             line = run.stderr.readline()
             assert line, f"{stage} ended without waiting: {waiting[-3000:]}"
             waiting += line

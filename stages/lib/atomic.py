@@ -1,4 +1,5 @@
 """Outputs appear whole or not at all: write beside the target, rename on success; one writer at a time."""
+import contextlib
 import errno
 import hashlib
 import json
@@ -18,19 +19,30 @@ OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-
 
 @contextmanager
 def exclusive(output: Path):
-    """Hold `output`'s lock (a hidden file beside it) for the block: a second run writing the same output
-    waits for the first. The system releases the lock when its process ends, however it ends."""
+    """Hold `output`'s lock (a hidden file beside it) for the block: a second run writing or reading the same
+    output waits for the first. The system releases the lock when its process ends, however it ends."""
     output.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(output.with_name(f".{output.name}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.warning("waiting for another run that is writing %s", output)
+        log.warning("waiting for another run that is using %s", output)
         lock.acquire()
     try:
         yield
     finally:
         lock.release()
+
+
+@contextmanager
+def holding(*outputs: Path):
+    """The locks of a stage's inputs and outputs, for the whole stage: a hand-run writer of an input waits,
+    instead of changing it half-way through the read. Every stage takes them in the pipeline's order, so
+    no two runs can each hold a lock the other waits for."""
+    with contextlib.ExitStack() as locks:
+        for output in outputs:
+            locks.enter_context(exclusive(output))
+        yield
 
 
 def _process_is_gone(pid: int) -> bool:
