@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"source": "synthetic", "image_size": 32, "val_size": 100, "limit": 400},
     "model": {"weights": "none"},
-    "extract": {"engine": "tensorflow"},  # XLA's and OpenVINO's compile time would dominate; tests/test_engines_agree.py
+    "extract": {"engine": "tensorflow"},  # XLA's and OpenVINO's compile time would dominate: test_engines_agree.py
     "train": {"epochs": 5},
 }
 

@@ -137,3 +137,23 @@ def test_a_jpeg_of_absurdly_many_scans_is_refused_before_decoding(tmp_path):
     jpeg_with_repeated_scans(tmp_path / "many.jpg", 1000)
     with pytest.raises(ValueError, match=r"many.jpg: 10\d\d JPEG scans, more than the 100 an image may have"):
         read_image(tmp_path / "many.jpg")
+
+
+def test_a_folder_dataset_stays_inside_its_folder_and_each_file_in_one_class(tmp_path, caplog):
+    root, elsewhere = tmp_path / "dataset", tmp_path / "elsewhere"
+    write_png(root / "train/red/a.png")
+    write_png(elsewhere / "b.png")
+    (root / "train/blue").symlink_to(elsewhere)  # a class folder that leads out of the dataset
+    with pytest.raises(ValueError, match=r"^data.path: .*train/blue links to .*elsewhere, outside .*; copy or move"):
+        read_folder(root)
+    (root / "train/blue").unlink()
+    (root / "train/blue").symlink_to(root / "train/red")  # the same images under a second class
+    with pytest.raises(ValueError, match=r"^data.path: .*red/a.png and .*blue/a.png are one file"):
+        read_folder(root)
+    (root / "train/blue").unlink()
+    write_png(root / "train/blue/c.png", (30, 30, 200))
+    (root / "train/blue/d.png").symlink_to(elsewhere / "b.png")  # one file that leads out
+    with caplog.at_level(logging.WARNING):
+        train, _, classes, skipped = read_folder(root)
+    assert list(train.images.paths) == [root / "train/blue/c.png", root / "train/red/a.png"]
+    assert skipped == [str(root / "train/blue/d.png")] and "a link to a file outside data.path" in caplog.text

@@ -105,7 +105,7 @@ def test_predict_names_the_class_of_new_images(folder_run, tmp_path, monkeypatch
     assert predictions[str(new / "blue.jpg")][0]["class"] == "blue"
     assert len(predictions[str(new / "red.png")]) == 3
     assert abs(sum(top["probability"] for top in predictions[str(new / "red.png")]) - 1) < 1e-4
-    # Unreadable files, folders and --strict: tests/test_predict_hostile_files.py, on a small model that loads in a moment.
+    # Unreadable files, folders and --strict: test_predict_hostile_files.py, on a small model that loads at once.
     status, _, error = predict_in_process(capsys, str(new / "red.png"), "--model", str(tmp_path / "absent.keras"))
     assert status == 1 and error.strip() == f"error: no model at {tmp_path / 'absent.keras'}; run `dvc repro` first, " \
         "or pass --model PATH"

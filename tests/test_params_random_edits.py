@@ -40,7 +40,7 @@ VALID = {
     "train.fine_tune_epochs": integers(0, 1000),
     "train.fine_tune_learning_rate": st.floats(1e-12, 1),
     "train.augment": st.booleans(),
-    "train.head": st.just("mlp"),  # "linear" also depends on extract.enabled and fine_tune_layers: test_params_errors.py
+    "train.head": st.just("mlp"),  # "linear" depends on extract.enabled and fine_tune_layers: test_params_errors.py
     "train.linear_c": st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=6),
 }
 

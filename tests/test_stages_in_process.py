@@ -151,7 +151,8 @@ def test_evaluate_runs_the_test_images_through_the_model_in_batches_of_one_shape
 @pytest.mark.slow
 def test_the_eager_saved_model_check_of_a_convnext_warns_of_no_retracing():
     # In a process of its own: TensorFlow warns at most twice per process of such retracing.
-    probe = ("import numpy as np; from stages.lib.errors import run_stage; from stages.lib.saved_model_check import saved_model_features; "
+    probe = ("import numpy as np; from stages.lib.errors import run_stage; "
+             "from stages.lib.saved_model_check import saved_model_features; "
              "from stages.lib.models import build_backbone, build_head, image_model; "
              "backbone = build_backbone('convnext_tiny', 'none', 32, 0); "
              "model = image_model('convnext_tiny', backbone, 32, head=build_head(768, 8, 10)); "

@@ -43,13 +43,25 @@ class Split:
     labels: np.ndarray  # int64 (n,)
 
 
-def _class_files(folder: Path, classes: list[str], skipped: list[str]) -> Split:
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _class_files(folder: Path, classes: list[str], skipped: list[str], root: Path, owners: dict) -> Split:
+    """A split's readable images and labels; `owners` maps each file taken so far to the path it came by."""
     paths, labels = [], []
     for label, name in enumerate(classes):
         for path in image_files(folder / name, skipped):
+            if not _inside(path, root):
+                log.warning("skipping %s: a link to a file outside data.path", shown(path))
+                skipped.append(str(path))
+                continue
+            if (owner := owners.setdefault(path.resolve(), path)) != path:
+                raise ValueError(f"data.path: {shown(path)} and {shown(owner)} are one file (through a link); an "
+                                 f"image belongs to one class of one split")
             try:
-                # Decoded here to leave unreadable files out before the split, and again when resized; a
-                # JPEG here at 1/8 scale, a fraction of the work (benchmarks/README.md#figures-behind-choices-in-the-code).
+                # Decoded here to leave unreadable files out before the split, and again when resized; a JPEG
+                # at 1/8 scale, a fraction of the work (benchmarks/README.md#figures-behind-choices-in-the-code).
                 read_image(path, reduced=True)
             except ValueError as error:
                 log.warning("skipping %s", error)
@@ -64,27 +76,34 @@ def _class_files(folder: Path, classes: list[str], skipped: list[str]) -> Split:
     return Split(ImageFiles(tuple(paths)), np.asarray(labels, np.int64))
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _class_folders(folder: Path, root: Path) -> list[str]:
+    """The class folders, refusing one that links out of data.path: walking it could take a whole disk."""
+    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for name in names:
+        if not _inside(folder / name, root):
+            raise ValueError(f"data.path: {shown(folder / name)} links to {shown((folder / name).resolve())}, "
+                             f"outside {shown(root)}; copy or move the images in")
+    return names
 
 
 def read_folder(root: Path) -> tuple[Split, Split | None, tuple[str, ...], list[str]]:
     """train/<class>/* (and test/<class>/* if present): splits, class names, skipped unreadable files."""
     train_folder = root / "train"
-    classes = _class_folders(train_folder) if train_folder.is_dir() else []
+    classes = _class_folders(train_folder, root) if train_folder.is_dir() else []
     if len(classes) < 2:
         raise ValueError(f"data.path: {shown(train_folder)} must hold a folder per class (at least two); "
                          f"found {shown(classes)}")
     skipped: list[str] = []
-    train = _class_files(train_folder, classes, skipped)
+    owners: dict[Path, Path] = {}
+    train = _class_files(train_folder, classes, skipped, root, owners)
     test_folder = root / "test"
     test = None
     if test_folder.is_dir():
-        unknown = sorted(set(_class_folders(test_folder)) - set(classes))
+        unknown = sorted(set(_class_folders(test_folder, root)) - set(classes))
         if unknown:
             raise ValueError(f"data.path: {shown(test_folder)} has classes not in train/: "
                              f"{shown(unknown)}")
-        test = _class_files(test_folder, classes, skipped)
+        test = _class_files(test_folder, classes, skipped, root, owners)
     return train, test, tuple(classes), skipped
 
 

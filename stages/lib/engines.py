@@ -90,8 +90,9 @@ def frozen_graph(extractor: keras.Model) -> tf.compat.v1.GraphDef:
 def compile_openvino(extractor: keras.Model, precision: str) -> Engine:
     import openvino  # only this engine needs it
 
-    # OpenVINO's TensorFlow front end reads a frozen graph from a file in C++, several times faster than it
-    # walks a tf.function's graph in Python, for the same features bit for bit (benchmarks/README.md#figures-behind-choices-in-the-code).
+    # OpenVINO's TensorFlow front end reads a frozen graph from a file in C++, several times faster than
+    # it walks a tf.function's graph in Python, for the same features bit for bit
+    # (benchmarks/README.md#figures-behind-choices-in-the-code).
     with tempfile.TemporaryDirectory(prefix="openvino-") as folder:
         graph_file = Path(folder) / "extractor.pb"
         graph_file.write_bytes(frozen_graph(extractor).SerializeToString())

@@ -43,7 +43,8 @@ def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -
 def image_batches(images: SplitRows, batch_size: int, starts: range):
     """Fixed-size batches from the cache, each read by a thread while the engine computes the one before.
 
-    A thread, not tf.data's from_generator, whose machinery kept the engine waiting (benchmarks/README.md#figures-behind-choices-in-the-code).
+    A thread, not tf.data's from_generator, whose machinery kept the engine waiting
+    (benchmarks/README.md#figures-behind-choices-in-the-code).
     The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
     def read(start: int) -> np.ndarray:
