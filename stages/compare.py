@@ -8,6 +8,7 @@ Only runs on the same prepared data with the same settings share a table: runs t
 but the backbone and the speed knobs are shown apart, under a heading that names the difference.
 """
 import argparse
+import logging
 
 import matplotlib
 
@@ -86,6 +87,7 @@ def compare(shown: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.splitlines()[0])
     parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     with one_line_errors():
         print(compare(show_experiments()), end="")
 

@@ -100,3 +100,16 @@ def test_outside_a_dvc_repository_the_error_is_dvc_s_own_line(workdir, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: `dvc exp show --json` failed:") and "DVC repository" in error, error
     assert len(error.splitlines()) == 1
+
+
+def test_hand_edited_metrics_are_skipped_or_left_blank_never_a_traceback(workdir, caplog):
+    edited = run_data("vgg16", 0.5)
+    edited["metrics"][str(paths.METRICS_FILE)]["data"] = {"accuracy": 0.7, "test_images": 0, "macro_f1": "high"}
+    edited["metrics"][str(paths.TRAIN_TIMING)]["data"] = {"head_seconds": [1, 2]}
+    unusable = run_data("resnet50", 0.5)
+    unusable["metrics"][str(paths.METRICS_FILE)]["data"]["accuracy"] = "0.9"
+    table = compare.compare(shown(("edited", edited), ("unusable", unusable), ("plain\x1b[31m", run_data("vgg16", 0.6))))
+    rows = table_rows(table)
+    assert [row[:2] for row in rows] == [["vgg16", "edited"], ["vgg16", "plain\\x1b[31m"]]
+    assert rows[0][2:7] == ["0.700", "–", "160.0", "5.0", "–"]  # no interval without a test count, no F1, no head time
+    assert "skipping unusable: its metrics/metrics.json holds accuracy '0.9', not a number from 0 to 1" in caplog.text

@@ -1,12 +1,17 @@
 """The runs of this repository as `dvc exp show --json` lists them, each read into one Result, and grouped
 into runs that may be compared: the same prepared data, and the same settings but the backbone's."""
 import json
+import logging
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from stages.lib import paths
+from stages.lib.quoting import shown
 from stages.lib.scores import accuracy_interval
+
+log = logging.getLogger("compare")
 
 # They change how fast a run is, not what it measures.
 NOT_COMPARED = ("model.backbone", "extract.engine", "extract.batch_size")
@@ -64,11 +69,22 @@ def as_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def number(value, low: float = 0.0, high: float = math.inf) -> float | None:
+    """A figure as read from a metrics file anyone can edit: a number within its range, or None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    return float(value) if ok else None
+
+
 def result_of(name: str, data: dict | None) -> Result | None:
-    """One run's figures, or None for a run without test metrics (failed, or not evaluated)."""
+    """One run's figures, or None for a run without a usable test accuracy (failed, not evaluated, or a
+    metrics file edited into something else)."""
     metrics = {path: entry.get("data") or {} for path, entry in ((data or {}).get("metrics") or {}).items()}
     test = metrics.get(str(paths.METRICS_FILE), {})
     if "accuracy" not in test:
+        return None
+    if (accuracy := number(test["accuracy"], high=1.0)) is None:
+        log.warning("skipping %s: its %s holds accuracy %s, not a number from 0 to 1", shown(name, quoted=False),
+                    paths.METRICS_FILE, shown(test["accuracy"]))
         return None
     params = flatten(data["params"]["params.yaml"]["data"])
     extract = metrics.get(str(paths.EXTRACT_TIMING), {}).get("extract", {})
@@ -76,13 +92,15 @@ def result_of(name: str, data: dict | None) -> Result | None:
     outs = data.get("outs") or {}
     prepared = (outs.get(str(paths.PREPARED)) or {}).get("hash")
     setting = tuple(sorted((key, as_text(value)) for key, value in params.items() if key not in NOT_COMPARED))
+    test_images = number(test.get("test_images"), low=1)
     return Result(
-        experiment=name, backbone=params.get("model.backbone", "?"), accuracy=test["accuracy"],
-        test_images=test.get("test_images"), macro_f1=test.get("macro_f1"),
-        extract_images_per_second=extract.get("images_per_second") or None,
-        extract_seconds=extract.get("seconds") if extract.get("images") else None,
-        head_seconds=train.get("head_seconds"),
-        model_bytes=(outs.get(str(paths.INFERENCE_MODEL)) or {}).get("size"),
+        experiment=shown(name, quoted=False), backbone=shown(str(params.get("model.backbone", "?")), quoted=False),
+        accuracy=accuracy, test_images=int(test_images) if test_images else None,
+        macro_f1=number(test.get("macro_f1"), high=1.0),
+        extract_images_per_second=number(extract.get("images_per_second")) or None,
+        extract_seconds=number(extract.get("seconds")) if extract.get("images") else None,
+        head_seconds=number(train.get("head_seconds")),
+        model_bytes=number((outs.get(str(paths.INFERENCE_MODEL)) or {}).get("size")),
         setting=(*setting, (str(paths.PREPARED), str(prepared)[:8])),
     )
 
