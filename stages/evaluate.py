@@ -41,8 +41,8 @@ def evaluate() -> None:
     if not paths.INFERENCE_MODEL.is_file():  # said as for any stage's missing input (load_classifier offers --model)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(paths.INFERENCE_MODEL))
     model, _, record = load_classifier(paths.INFERENCE_MODEL)
-    if not record:
-        raise FileNotFoundError(f"no {paths.MODEL_RECORD} beside the model; run `dvc repro train`")
+    if not {"head_layer", "matches_cached_features"} <= set(record):
+        raise FileNotFoundError(f"no {paths.MODEL_RECORD} of train's beside the model; run `dvc repro train`")
     one_hot = np.load(paths.labels("test")).astype(np.float32)
     # Read once, for the measurement and for the check against the saved model.
     cached = load_features("test") if record["matches_cached_features"] else None

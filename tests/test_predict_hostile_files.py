@@ -145,6 +145,17 @@ def test_a_top_k_that_shows_nothing_is_refused(tmp_path, capsys, top_k):
     assert error.splitlines()[-1].endswith(f"argument --top-k: {top_k!r} is not a count of 1 or more"), error
 
 
+@pytest.mark.parametrize("record, problem", [
+    ("[1, 2]", "not a JSON object"), ('{"head_layer": 7, "files": []}', "wrong head_layer, files"),
+    ('{"files": {"cifar10.keras": 5}}', "wrong files"), ("{not json", "is not JSON")])
+def test_a_damaged_record_of_the_model_set_is_one_line(saved, capsys, record, problem):
+    paths.MODEL_RECORD.write_text(record)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(saved / "image.png")
+    status, _, error = predict_in_process(capsys, str(saved / "image.png"))
+    assert status == 1 and len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: {paths.MODEL_RECORD} ") and problem in error, error
+
+
 def test_a_missing_image_is_one_line_before_any_model_is_read(tmp_path, capsys):
     damaged = model_elsewhere(tmp_path)
     damaged.write_bytes(b"not a model")  # were it read first, the error would be about the model

@@ -28,13 +28,34 @@ def save_classifier(model: keras.Model, classes: list[str], record: dict) -> Non
     write_json(paths.MODEL_RECORD, {**record, "files": files})
 
 
+# What train writes into its record, by type: a record is a file, and a hand edit must not become a traceback.
+RECORD_TYPES = {"head_layer": str, "matches_cached_features": bool, "files": dict}
+
+
+def record_problem(record) -> str | None:
+    """What makes `record` other than the one train writes, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    wrong = [key for key, kind in RECORD_TYPES.items() if key in record and not isinstance(record[key], kind)]
+    files = record.get("files", {})
+    if "files" not in wrong and not all(isinstance(item, str) for item in (*files, *files.values())):
+        wrong.append("files")
+    return f"wrong {', '.join(wrong)}" if wrong else None
+
+
 def read_record(model_path: Path) -> dict:
     """train's record beside a model, after checking that every file it lists that is there is the one it
     wrote; {} for a model saved elsewhere, without one."""
     record_path = paths.record_beside(model_path)
     if not record_path.is_file():
         return {}
-    record = read_json(record_path)
+    try:
+        record = read_json(record_path)
+    except ValueError as error:
+        raise ValueError(f"{shown(record_path)} is not JSON ({shown(error)}); run `dvc repro train`") from None
+    if problem := record_problem(record):
+        raise ValueError(f"{shown(record_path)} is not train's record of a model set ({problem}); "
+                         f"run `dvc repro train`")
     for name, expected in record.get("files", {}).items():
         path = record_path.with_name(name)
         if path.is_file() and sha256_of(path) != expected:
