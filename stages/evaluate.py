@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.lib import paths
-from stages.lib.atomic import holding, read_json, write_json
+from stages.lib.atomic import atomic_files, holding, json_text, read_json
 from stages.lib.cache import load_features
 from stages.lib.classifier import load_classifier, predict_padded
 from stages.lib.errors import run_stage
@@ -59,12 +59,15 @@ def evaluate() -> None:
     }
     check = check_saved_model(model, record, cached, probabilities)
     log.info("test accuracy %.4f, loss %.4f on %d images", metrics["accuracy"], loss, len(actual))
-    write_json(paths.METRICS_FILE, metrics)
-    write_json(paths.SAVED_MODEL_CHECK, check)
-    write_json(paths.PER_CLASS, per_class)
-    write_json(paths.CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)])
-    plot_confusion(counts, classes)
-    plot_mistakes(probabilities, actual, classes)
+    confusion = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, predicted)]
+    # All written before any replaces the last run's: a full disk leaves that run's metrics whole.
+    with atomic_files(paths.METRICS_FILE, paths.SAVED_MODEL_CHECK, paths.PER_CLASS, paths.CONFUSION,
+                      paths.CONFUSION_PNG, paths.MISTAKES_PNG) as partial:
+        for path, data in ((paths.METRICS_FILE, metrics), (paths.SAVED_MODEL_CHECK, check),
+                           (paths.PER_CLASS, per_class), (paths.CONFUSION, confusion)):
+            partial[path].write_text(json_text(data))
+        plot_confusion(counts, classes, partial[paths.CONFUSION_PNG])
+        plot_mistakes(probabilities, actual, classes, partial[paths.MISTAKES_PNG])
 
 
 def main() -> None:

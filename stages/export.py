@@ -8,10 +8,11 @@ any size, in; class probabilities out.
 """
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from stages.lib import paths
-from stages.lib.atomic import atomic_directory, write_json
+from stages.lib.atomic import OUT_OF_SPACE, atomic_directory, write_json
 from stages.lib.classifier import load_classifier
 from stages.lib.errors import one_line_errors
 from stages.lib.fast_exit import end_process
@@ -31,12 +32,25 @@ def check_replaceable(out: Path) -> None:
                          f"(an earlier export there would be replaced)")
 
 
+def exported(model, keras_format: str, target: Path, out: Path) -> None:
+    """Keras's exporter, whose failures (a full disk among them) come as TensorFlow's or OpenVINO's own
+    errors: one line each, a full disk named as such when their text says so."""
+    try:
+        model.export(str(target), format=keras_format, verbose=False)
+    except Exception as error:
+        for code in OUT_OF_SPACE:
+            if os.strerror(code) in str(error):
+                raise OSError(code, os.strerror(code), str(out)) from error
+        raise ValueError(f"writing {shown(out)} failed ({shown(error)}); check the free space and permissions "
+                         f"of its folder") from error
+
+
 def export(model_path: Path, serving_format: str, out: Path) -> Path:
     check_replaceable(out)
     model, classes, _ = load_classifier(model_path)
     keras_format, name = FORMATS[serving_format]
     with atomic_directory(out) as partial:
-        model.export(str(partial / name), format=keras_format, verbose=False)
+        exported(model, keras_format, partial / name, out)
         write_json(partial / paths.CLASSES.name, classes)
         write_json(paths.export_record(partial), {"format": serving_format, "model": str(model_path)})
     return out

@@ -4,18 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib import paths
 from stages.lib.figures import MAX_LABELLED_CLASSES, plot_confusion
 
 
 @pytest.mark.parametrize("classes", [10, 1000])
 def test_the_confusion_picture_labels_cells_only_while_they_can_be_read(tmp_path, monkeypatch, classes):
-    monkeypatch.chdir(tmp_path)
     texts = []
     drawn = matplotlib.axes.Axes.text
     monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda axes, *args, **kwargs: texts.append(args) or drawn(
         axes, *args, **kwargs))
     counts = np.random.default_rng(0).integers(0, 50, (classes, classes))
-    plot_confusion(counts, [f"class_{index}" for index in range(classes)])
+    plot_confusion(counts, [f"class_{index}" for index in range(classes)], tmp_path / "confusion.png")
     assert len(texts) == (classes * classes if classes <= MAX_LABELLED_CLASSES else 0)
-    assert Image.open(paths.CONFUSION_PNG).size == (800, 700)
+    assert Image.open(tmp_path / "confusion.png").size == (800, 700)

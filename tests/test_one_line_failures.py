@@ -1,5 +1,7 @@
 """Hostile or broken input ends in one line and a non-zero exit; interrupted stages leave nothing half-written."""
+import errno
 import hashlib
+import os
 import resource
 import shutil
 import signal
@@ -7,13 +9,14 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from stages import evaluate, extract, train
 
-from stages.lib import fitting, paths
+from stages.lib import atomic, figures, fitting, paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
 from tests.helpers import EVALUATED_GROUP, GIT_IDENTITY, REPO, bad_archive, run_module, write_params
@@ -61,6 +64,31 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(workdir):
 def files_in(folder) -> dict:
     """Every file's bytes, the locks that stages hold while they write left out."""
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock"}
+
+
+@EVALUATED_GROUP
+@pytest.mark.parametrize("failure", ["writing the .h5", "no room for the .h5", "writing the metrics"])
+def test_a_full_disk_while_saving_keeps_the_last_runs_files_whole(evaluated, monkeypatch, capsys, failure):
+    stage, folder = (evaluate, paths.METRICS) if failure == "writing the metrics" else (train, paths.MODELS)
+    # Files the stage would not write itself (it writes the same bytes for the same params), so a rename shows.
+    marked = paths.METRICS_FILE if stage is evaluate else paths.INFERENCE_MODEL
+    marked.write_bytes(marked.read_bytes() + b"\n")
+    kept = files_in(folder)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if failure == "writing the .h5":
+        saving = keras.Model.save
+        monkeypatch.setattr(keras.Model, "save", lambda model, path, *args, **kwargs: (_ for _ in ()).throw(full)
+                            if str(path).endswith(".h5") else saving(model, path, *args, **kwargs))
+    elif failure == "no room for the .h5":  # HDF5 may crash instead of failing: it must not get that far
+        monkeypatch.setattr(atomic.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 10))
+    else:
+        monkeypatch.setattr(figures.plt.Figure, "savefig", lambda *args, **kwargs: (_ for _ in ()).throw(full))
+    with pytest.raises(SystemExit) as exit_:
+        stage.main()
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("error: [Errno 28] No space left on device: ") and "free some space" in error[-1]
+    assert files_in(folder) == kept
 
 
 @pytest.mark.parametrize("stage, removed, missing", [

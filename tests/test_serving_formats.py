@@ -1,6 +1,10 @@
 """`python -m stages.export`: the classifier as a SavedModel and as OpenVINO IR, predicting as the .keras does."""
 import contextlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -11,6 +15,7 @@ from stages import export
 from stages.lib import paths
 from stages.lib.classifier import save_classifier
 from stages.lib.models import build_backbone, build_head, image_model
+from tests.helpers import REPO
 
 # float32 throughout; the engines order their sums differently (tests/test_engines_agree.py: features within 1e-4)
 PROBABILITY_TOLERANCE = 1e-4
@@ -83,3 +88,23 @@ def test_export_replaces_no_folder_it_did_not_write(workdir, capsys):
     with pytest.raises(SystemExit):
         export.main(["--format", "openvino"])
     assert capsys.readouterr().err.startswith("error: no class names at models/cifar10.classes.json")
+
+
+SMALL_FILE_LIMIT = """
+import resource, signal, subprocess, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, resource.RLIM_INFINITY))
+sys.exit(subprocess.run([sys.executable, "-m", "stages.export", "--format", sys.argv[1]]).returncode)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("serving_format", ["savedmodel", "openvino"])
+def test_an_export_that_runs_out_of_room_is_one_line_and_leaves_nothing(classifier, serving_format, tmp_path):
+    folder = shutil.copytree(classifier / "models", tmp_path / "models")
+    result = subprocess.run([sys.executable, "-c", SMALL_FILE_LIMIT, serving_format], cwd=tmp_path, text=True,
+                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(("error: [Errno 27] File too large: 'models/serving/", "error: writing models/serving/")), last
+    assert [path.name for path in (folder / "serving").iterdir() if path.suffix != ".lock"] == []

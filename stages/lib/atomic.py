@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,9 +132,37 @@ def atomic_file(path: Path):
     os.replace(partial, path)
 
 
+@contextmanager
+def atomic_files(*paths: Path):
+    """atomic_file for files that belong together: a {path: partial} to write, each renamed into place in the
+    order given once all are written, so a failure while writing (a full disk) leaves the previous set whole."""
+    with contextlib.ExitStack() as stack:
+        partials = {path: stack.enter_context(atomic_file(path)) for path in reversed(paths)}
+        try:
+            yield partials
+        except OSError as error:  # which file met a full disk is unknown here: name the set's folder
+            if error.errno in OUT_OF_SPACE and error.filename is None:
+                raise OSError(error.errno, error.strerror, str(paths[0].parent)) from error
+            raise
+
+
+def require_room(target: Path, size: int) -> None:
+    """Refuse, as a full disk would, to write `size` bytes to `target` where they cannot fit: HDF5's writer
+    can crash the process instead of failing on a full disk, with other files of its set half-replaced."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and size > limit:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(target))
+    if shutil.disk_usage(target.parent).free < size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+
+def json_text(data) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
 def write_json(path: Path, data) -> None:
     with atomic_file(path) as partial:
-        partial.write_text(json.dumps(data, indent=2) + "\n")
+        partial.write_text(json_text(data))
 
 
 def read_json(path: Path):

@@ -11,21 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib import paths
-from stages.lib.atomic import atomic_file, read_json, sha256_of, write_json
+from stages.lib.atomic import atomic_files, json_text, read_json, require_room, sha256_of
 from stages.lib.frameworks import keras
 from stages.lib.keras_zip import save_keras
 from stages.lib.quoting import shown
 
 
 def save_classifier(model: keras.Model, classes: list[str], record: dict) -> None:
-    """Each file written aside and renamed into place; the record with their hashes last."""
-    with atomic_file(paths.INFERENCE_MODEL) as partial:
-        save_keras(model, partial)
-    with atomic_file(paths.LEGACY_MODEL) as partial:
-        model.save(partial)
-    write_json(paths.CLASSES, classes)
-    files = {path.name: sha256_of(path) for path in (paths.INFERENCE_MODEL, paths.LEGACY_MODEL, paths.CLASSES)}
-    write_json(paths.MODEL_RECORD, {**record, "files": files})
+    """Every file of the set written aside, then all renamed into place, the record with their hashes last:
+    a failure while writing (a full disk) leaves the previous set whole."""
+    keras_file, h5_file = paths.INFERENCE_MODEL, paths.LEGACY_MODEL
+    with atomic_files(keras_file, h5_file, paths.CLASSES, paths.MODEL_RECORD) as partial:
+        save_keras(model, partial[keras_file])
+        require_room(h5_file, partial[keras_file].stat().st_size + 2**20)  # the same weights, in HDF5
+        model.save(partial[h5_file])
+        partial[paths.CLASSES].write_text(json_text(classes))
+        files = {path.name: sha256_of(partial[path]) for path in (keras_file, h5_file, paths.CLASSES)}
+        partial[paths.MODEL_RECORD].write_text(json_text({**record, "files": files}))
 
 
 # What train writes into its record, by type: a record is a file, and a hand edit must not become a traceback.

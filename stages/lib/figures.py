@@ -1,9 +1,10 @@
 """The two pictures evaluate draws beside its metrics: the confusion matrix and the most confident mistakes."""
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 
 from stages.lib import paths
-from stages.lib.atomic import atomic_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 MAX_LABELLED_CLASSES = 30
 
 
-def plot_confusion(counts: np.ndarray, classes: list[str]) -> None:
+def plot_confusion(counts: np.ndarray, classes: list[str], target: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 7))
     shown = axes.imshow(counts, cmap="Blues")
     if len(classes) <= MAX_LABELLED_CLASSES:
@@ -31,12 +32,12 @@ def plot_confusion(counts: np.ndarray, classes: list[str]) -> None:
     axes.set_ylabel("True label")
     axes.set_title("Test-split confusion matrix (counts)")
     figure.tight_layout()
-    with atomic_file(paths.CONFUSION_PNG) as partial:
-        figure.savefig(partial, dpi=100)
+    figure.savefig(target, format="png", dpi=100)
     plt.close(figure)
 
 
-def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[str], count: int = 16) -> None:
+def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[str], target: Path,
+                  count: int = 16) -> None:
     """The most confident wrong predictions on the test split, as a grid of images."""
     predicted, confidence = probabilities.argmax(1), probabilities.max(1)
     wrong = np.flatnonzero(predicted != actual)
@@ -61,6 +62,5 @@ def plot_mistakes(probabilities: np.ndarray, actual: np.ndarray, classes: list[s
     if not len(worst):
         axes.text(columns / 2, 0.5, "no mistakes on the test split", ha="center", va="center")
     figure.suptitle("Most confident mistakes (test split)")
-    with atomic_file(paths.MISTAKES_PNG) as partial:
-        figure.savefig(partial, dpi=100)
+    figure.savefig(target, format="png", dpi=100)
     plt.close(figure)
