@@ -1,7 +1,5 @@
 """Memory and time are bounded by the work, never by what a small input claims to hold."""
 import json
-import subprocess
-import sys
 import time
 import tracemalloc
 
@@ -10,27 +8,11 @@ import pytest
 from PIL import Image
 
 from stages.lib.params import ParamsError, load_params
-from tests.helpers import REPO, bad_archive, write_params
+from tests.helpers import bad_archive, run_measured, write_params
 
 # Nine lines, 414 bytes: each line nine references to the line before, 9**9 strings in all.
 ALIAS_BOMB = "".join(
     f"- &a{level} [{', '.join(['lol'] * 9 if level == 0 else [f'*a{level - 1}'] * 9)}]\n" for level in range(9))
-
-
-def run_measured(module: str, cwd, *args: str) -> tuple[subprocess.CompletedProcess, float, int]:
-    """`python -m module` in a fresh parent whose only child it is: result, seconds, peak RSS in bytes."""
-    measure = ("import resource, subprocess, sys, time; start = time.monotonic(); "
-               "run = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-               "sys.stdout.write(run.stdout); sys.stderr.write(run.stderr[-100000:]); "
-               "print(run.returncode, time.monotonic() - start, "
-               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", module, *args], cwd=cwd,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                            timeout=600)
-    *stderr, summary = result.stderr.strip().splitlines()
-    returncode, seconds, peak = summary.split()
-    return (subprocess.CompletedProcess(result.args, int(returncode), result.stdout, "\n".join(stderr)),
-            float(seconds), int(peak))
 
 
 def bombed_params(tmp_path, where: str):

@@ -15,7 +15,7 @@ from PIL import Image
 from stages.lib import paths, prediction
 from stages.lib.classifier import load_classifier, save_classifier
 from stages.lib.images import read_image
-from tests.helpers import REPO, png_claiming, predict_in_process, run_module
+from tests.helpers import REPO, png_claiming, predict_in_process, run_measured, run_module
 
 CLASSES = ["red", "green", "blue"]
 
@@ -228,3 +228,31 @@ def test_the_saved_set_loads_with_its_record(saved):
     assert classes == CLASSES and record["head_layer"] == "head"
     assert set(record["files"]) == {"cifar10.keras", "cifar10.h5", "cifar10.classes.json"}
     assert model.predict(np.zeros((1, 20, 30, 3), np.uint8), verbose=0).shape == (1, 3)
+
+
+def h5_declaring(path, dataset: str, shape: tuple) -> None:
+    """Replace a dataset of an .h5 model by one that declares `shape` and holds nothing: the file stays small."""
+    with h5py.File(path, "r+") as saved:
+        del saved[dataset]
+        saved.create_dataset(dataset, shape=shape, dtype="float32", chunks=True)
+
+
+@pytest.mark.parametrize("case", ["a head of 10**8 units", "a resize to 12,000 pixels", "a config of 20 MB",
+                                  "an .h5 declaring 3.6 GB"])
+def test_a_model_file_asking_for_gigabytes_is_refused_before_keras_allocates(tmp_path, case):
+    model_path = model_elsewhere(tmp_path)
+    if case == "a head of 10**8 units":
+        with_config(model_path, '"units": 3,', '"units": 100000000,')
+    elif case == "a resize to 12,000 pixels":
+        with_config(model_path, '"height": 8, "width": 8,', '"height": 12000, "width": 12000,')
+    elif case == "a config of 20 MB":
+        with_config(model_path, '"class_name": "Functional",', '"class_name": "Functional",' + " " * 20_000_000)
+    else:
+        tiny_classifier().save(model_path := model_path.with_suffix(".h5"))
+        paths.classes_beside(model_path).write_text(json.dumps(CLASSES))
+        h5_declaring(model_path, "model_weights/head/head/kernel", (3, 300_000_000))
+    result, seconds, peak = run_measured("stages.predict", tmp_path, str(tmp_path / "image.png"),
+                                         "--model", str(model_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {model_path}"), result.stderr[-1000:]
+    assert seconds < 30 and peak < 1.5 * 2**30, (seconds, peak / 2**20)

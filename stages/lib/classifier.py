@@ -14,6 +14,7 @@ from stages.lib import paths
 from stages.lib.atomic import atomic_files, json_text, read_json, require_room, sha256_of
 from stages.lib.frameworks import keras
 from stages.lib.keras_zip import save_keras
+from stages.lib.model_bounds import too_large, variables_within, weights_budget
 from stages.lib.quoting import shown
 
 
@@ -72,8 +73,11 @@ def load_model(path: Path) -> keras.Model:
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise ValueError(f"{name} is not a .keras file (a zip archive); it is damaged or truncated, save it again")
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        with variables_within(weights_budget(path), path):
+            return keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises TypeError, ValueError or OSError, depending on what is wrong
+        if bound := too_large(error):
+            raise bound from None
         if path.suffix == ".h5":  # Keras 3.15 cannot rebuild ConvNeXt from one, LayerScale given or not
             raise ValueError(f"{name} could not be loaded ({_reason(error)}): Keras cannot rebuild every model "
                              f"from the legacy .h5 format, ConvNeXt's among them; use the .keras file saved "
