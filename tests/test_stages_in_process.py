@@ -212,6 +212,7 @@ def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
 def test_training_again_writes_every_model_file_byte_for_byte(evaluated):
     """Same params, same bytes: the .keras too (no save time, no process's object ids), and so train's record.
     Keras's session is cleared before each run, as a process of its own starts with no layer named yet."""
+    write_params(evaluated, {"train": {"epochs": 1}})  # the bytes, not the fit, are under test
     runs = []
     for _ in range(2):
         keras.backend.clear_session()
