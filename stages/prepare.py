@@ -37,7 +37,7 @@ def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> Non
             batches = same_size_batches(images[start:start + RESIZE_CHUNK])
             # The saved model's resize layer computes the same floats: cached and in-model resizing agree.
             resized = np.concatenate([resize_bilinear(batch, size, size) for batch in batches])
-            cache.append(np.clip(np.rint(resized), 0, 255))
+            cache.append(np.clip(np.rint(resized), 0, 255).astype(np.uint8))
 
 
 def run(params: Params) -> None:

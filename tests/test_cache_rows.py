@@ -50,3 +50,20 @@ def test_reading_a_cache_through_keeps_memory_flat(tmp_path):
     mapped_growth = resident_mib() - before
     assert mapped_growth > 48, mapped_growth  # a map keeps every page it touched resident: why RowReader reads
     assert read_growth < 16, read_growth
+
+
+def test_a_header_claiming_more_than_the_file_holds_is_refused_before_any_read(tmp_path):
+    path = tmp_path / "claims.npy"
+    with open(path, "wb") as file:  # a header of 10**9 columns, and the 24 bytes of a (3, 2) float32 array
+        np.lib.format.write_array_header_1_0(file, {"descr": "<f4", "fortran_order": False, "shape": (3, 10**9)})
+        file.write(bytes(24))
+    with pytest.raises(ValueError, match=r"claims.npy is shorter than its header says \(12,000,000,000 bytes"):
+        RowReader(path)
+
+
+@pytest.mark.parametrize("rows", [np.zeros((2, 4), np.float16), np.zeros((2, 8), np.float32),
+                                  np.zeros((5, 4), np.float32)], ids=["float16", "twice as wide", "too many"])
+def test_rows_of_another_type_width_or_count_are_refused_not_cast(tmp_path, rows):
+    with pytest.raises(ValueError, match=r"given"):
+        with RowWriter(tmp_path / "features.npy", (4, 4), np.float32) as cache:
+            cache.append(rows)

@@ -8,6 +8,7 @@ resident memory (and against a container's memory limit) until the map is closed
 A non-finite feature poisons training differently on each path (some kernels turn it into a NaN
 loss, others into a flat one), so it is stopped here, before any kernel sees it.
 """
+import math
 import os
 from pathlib import Path
 
@@ -26,10 +27,15 @@ class RowReader:
                 np.lib.format.read_array_header_2_0
             self.shape, fortran_order, self.dtype = read_header(file)
             self.offset = file.tell()
-        if fortran_order or self.dtype.hasobject:
+            size = os.fstat(file.fileno()).st_size
+        if fortran_order or self.dtype.hasobject or len(self.shape) < 1:
             raise ValueError(f"{path} is not a cache this pipeline writes; run `dvc repro --force` to rebuild it")
         self.path = path
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        if (claimed := self.shape[0] * self.row_bytes) != size - self.offset:  # a header may claim any shape
+            length = "shorter" if claimed > size - self.offset else "longer"
+            raise ValueError(f"{path} is {length} than its header says ({claimed:,} bytes of rows, the file holds "
+                             f"{size - self.offset:,}: damaged or truncated); run `dvc repro --force` to rebuild it")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -81,7 +87,13 @@ class RowWriter:
         np.lib.format.write_array_header_1_0(self.file, header)
 
     def append(self, rows: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+        """Rows of exactly the file's type and width: a narrower type or another width is refused, not cast."""
+        if rows.dtype != self.dtype or rows.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path}: rows of {rows.dtype} {rows.shape[1:]} given for a cache of "
+                             f"{self.dtype} {self.shape[1:]}")
+        if self.written + len(rows) > self.shape[0]:
+            raise ValueError(f"{self.path}: more than its {self.shape[0]} rows given")
+        self.file.write(np.ascontiguousarray(rows).tobytes())
         self.written += len(rows)
 
     def __enter__(self) -> "RowWriter":
