@@ -6,6 +6,7 @@ import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,11 @@ def test_the_synthetic_images_are_the_ones_the_tests_thresholds_were_measured_on
     images = synthetic_split(5600, seed=42, split_index=0).images
     assert hashlib.sha256(images.tobytes()).hexdigest() == (
         "eafa9b9fad7d19c6618e59751f4a19a45e2f628ee74102cce4f21a8eb86732cb")
+
+
+@pytest.mark.parametrize("where", ["/dev/zero", "a folder"])
+def test_an_archive_path_that_is_not_a_file_is_named_and_never_downloaded_over(tmp_path, monkeypatch, where):
+    archive = tmp_path if where == "a folder" else Path(where)
+    monkeypatch.setattr(cifar10, "download", lambda *args: pytest.fail("it would download"))
+    with pytest.raises(ValueError, match=rf"^data.archive: {archive} is not a regular file; point it at"):
+        cifar10.locate(archive)

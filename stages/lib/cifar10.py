@@ -70,6 +70,9 @@ def locate(archive: Path) -> Path:
     it while any other waits for it."""
     if archive.is_file():
         return archive
+    if archive.exists():  # a folder or a device: neither to read, nor to download over
+        raise ValueError(f"data.archive: {shown(archive)} is not a regular file; point it at the CIFAR-10 "
+                         f"tar.gz, or remove it to download the archive")
     shared = shared_archive()
     with exclusive(shared):
         if not shared.is_file():
