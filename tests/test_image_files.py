@@ -157,3 +157,14 @@ def test_a_folder_dataset_stays_inside_its_folder_and_each_file_in_one_class(tmp
         train, _, classes, skipped = read_folder(root)
     assert list(train.images.paths) == [root / "train/blue/c.png", root / "train/red/a.png"]
     assert skipped == [str(root / "train/blue/d.png")] and "a link to a file outside data.path" in caplog.text
+
+
+def test_a_copy_of_an_image_in_another_class_is_reported(tmp_path, caplog):
+    write_png(tmp_path / "train/red/a.png")
+    (tmp_path / "train/blue").mkdir()
+    (tmp_path / "train/blue/copy.png").write_bytes((tmp_path / "train/red/a.png").read_bytes())
+    write_png(tmp_path / "train/blue/own.png", (30, 30, 200))
+    with caplog.at_level(logging.WARNING):
+        train, _, _, _ = read_folder(tmp_path)
+    assert len(train.images) == 3  # reported, not dropped: which label is right is the user's call
+    assert f"{tmp_path / 'train/red/a.png'} holds the same bytes as {tmp_path / 'train/blue/copy.png'}" in caplog.text

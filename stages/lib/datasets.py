@@ -4,6 +4,7 @@
 CIFAR-10 and synthetic splits hold uint8 RGB images (n, 32, 32, 3); a folder split holds the
 image files, decoded one by one when they are resized. Labels are integers.
 """
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _class_files(folder: Path, classes: list[str], skipped: list[str], root: Path, owners: dict) -> Split:
-    """A split's readable images and labels; `owners` maps each file taken so far to the path it came by."""
+    """A split's readable images and labels; `owners` maps each file taken so far, and each file's bytes, to
+    the path it came by: a link to a file already taken is refused, a copy of one reported."""
     paths, labels = [], []
     for label, name in enumerate(classes):
         for path in image_files(folder / name, skipped):
@@ -67,6 +69,11 @@ def _class_files(folder: Path, classes: list[str], skipped: list[str], root: Pat
                 log.warning("skipping %s", error)
                 skipped.append(str(path))
                 continue
+            with open(path, "rb") as file:
+                digest = hashlib.file_digest(file, "sha256").digest()
+            if (original := owners.setdefault(digest, path)) != path:
+                log.warning("%s holds the same bytes as %s: one image in two places (two classes, or train and "
+                            "test?)", shown(path), shown(original))
             paths.append(path)
             labels.append(label)
     counts = np.bincount(labels, minlength=len(classes))
