@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
-from keras.src.backend.common.variables import Variable  # the one class every backend's variables come from
 
+from stages.lib.frameworks import keras  # first: Keras imported without its optional extras
 from stages.lib.params import MAX_IMAGE_SIZE
 from stages.lib.quoting import shown
 
@@ -81,6 +81,7 @@ def weights_budget(path: Path) -> int:
 def variables_within(budget: int, path: Path):
     """Refuse, before it is allocated, any variable past `budget` bytes in all: a config asking for wider
     layers than its weights is refused before the memory is taken, not after."""
+    Variable = keras.src.backend.common.variables.Variable  # every backend's variables are made by it
     validate_shape = Variable._validate_shape
     made = 0
 
