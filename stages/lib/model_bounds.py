@@ -1,6 +1,7 @@
 """What a model file may make Keras allocate, bounded before Keras builds anything from it: safe mode stops
 code, not memory. A config may ask for layers of any width and a resize to any size, and an HDF5 file may
 declare datasets far larger than itself; a trained model's variables fit in the weights its file holds."""
+import io
 import json
 import math
 import zipfile
@@ -60,9 +61,15 @@ def weights_budget(path: Path) -> int:
                 raise TooLarge(f"{shown(path)}: its config.json of {config.file_size:,} bytes is far larger than "
                                  f"a model's")
             check_resizing(json.loads(saved.read(config)), path)
-            stored = saved.getinfo("model.weights.h5").file_size
-            with saved.open("model.weights.h5") as member, h5py.File(member, "r") as weights:
-                declared = declared_bytes(weights)
+            member = saved.getinfo("model.weights.h5")
+            stored = member.file_size
+            with saved.open(member) as weights_file:
+                # h5py seeks back and forth, and each seek back in a zip member reads it again from its start.
+                # Stored uncompressed, as Keras saves it, the member is read whole: no more than the file holds.
+                if member.compress_type == zipfile.ZIP_STORED:
+                    weights_file = io.BytesIO(weights_file.read())
+                with h5py.File(weights_file, "r") as weights:
+                    declared = declared_bytes(weights)
     else:
         stored = path.stat().st_size
         with h5py.File(path, "r") as weights:
