@@ -95,14 +95,14 @@ def run_module(module: str, cwd: Path, *args: str, timeout: float = 600) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_measured(module: str, cwd, *args: str) -> tuple[subprocess.CompletedProcess, float, int]:
-    """`python -m module` in a fresh parent whose only child it is: result, seconds, peak RSS in bytes."""
+def run_measured(cwd, *arguments: str) -> tuple[subprocess.CompletedProcess, float, int]:
+    """`python *arguments` in a fresh parent whose only child it is: result, seconds, peak RSS in bytes."""
     measure = ("import resource, subprocess, sys, time; start = time.monotonic(); "
                "run = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "sys.stdout.write(run.stdout); sys.stderr.write(run.stderr[-100000:]); "
                "print(run.returncode, time.monotonic() - start, "
                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", module, *args], cwd=cwd,
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, *arguments], cwd=cwd,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                             timeout=600)
     *stderr, summary = result.stderr.strip().splitlines()

@@ -48,10 +48,10 @@ def test_a_stage_given_an_alias_bomb_says_so_in_one_line_and_uses_no_more_memory
     typo = tmp_path / "typo"
     typo.mkdir()
     write_params(typo, {"data": {"sed": 1}})
-    baseline, _, baseline_peak = run_measured("stages.prepare", typo)
+    baseline, _, baseline_peak = run_measured(typo, "-m", "stages.prepare")
     assert baseline.stderr.strip().splitlines()[-1].startswith("error: data.sed: unknown key")
     bombed_params(tmp_path, "value")
-    result, _, peak = run_measured("stages.prepare", tmp_path)
+    result, _, peak = run_measured(tmp_path, "-m", "stages.prepare")
     assert result.returncode == 1 and "Traceback" not in result.stderr and len(result.stderr) < 10_000
     assert result.stderr.strip().splitlines()[-1].startswith("error: params.yaml: line ")
     assert peak < baseline_peak + 100e6, (peak, baseline_peak)
@@ -74,7 +74,7 @@ def test_decompression_bombs_are_skipped_and_memory_stays_bounded(tmp_path):
     for index in range(1, 10):
         (bombs / f"bomb_{index}.png").write_bytes((bombs / "bomb_0.png").read_bytes())
     write_params(tmp_path, {"data": {"source": "folder", "path": str(images), "val_size": 4, "limit": None}})
-    result, seconds, peak = run_measured("stages.prepare", tmp_path)
+    result, seconds, peak = run_measured(tmp_path, "-m", "stages.prepare")
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((tmp_path / "data/prepared/info.json").read_text())
     assert sorted(info["skipped_unreadable"]) == sorted(str(bombs / f"bomb_{i}.png") for i in range(10))
@@ -88,7 +88,7 @@ def test_an_archive_claiming_gigabytes_is_refused_before_they_are_read(tmp_path,
     archive = bad_archive(tmp_path, case)
     write_params(tmp_path, {"data": {"source": "cifar10", "archive": str(archive), "verify": False,
                                      "val_size": 10, "limit": None}})
-    result, seconds, peak = run_measured("stages.prepare", tmp_path)
+    result, seconds, peak = run_measured(tmp_path, "-m", "stages.prepare")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: data.archive: "), result.stderr
     assert seconds < 10 and peak < 500 * 2**20, (seconds, peak / 2**20)
