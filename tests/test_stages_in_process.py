@@ -115,12 +115,12 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
     noise = np.random.default_rng(0).uniform(-2 ** -5, 2 ** -5, size=features.shape).astype(np.float32)
     np.save(paths.features("test"), features * (1 + noise))
     info = json.loads(paths.FEATURES_INFO.read_text())
-    with pytest.raises(ValueError, match="tolerance 0.01 for extract.precision float32"):
-        run_stages(evaluate)  # too much for float32 features
     paths.FEATURES_INFO.write_text(json.dumps({**info, "precision": "mixed"}))
     run_stages(evaluate)
     check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
-    assert 0.01 < check["max_relative_feature_difference"] <= check["tolerance"], check
+    # More than float32 features may differ: evaluate refuses that much (the changed backbone's test below).
+    float32 = saved_model_check.FEATURE_TOLERANCE["float32"]
+    assert float32 < check["max_relative_feature_difference"] <= check["tolerance"], check
 
 
 @EVALUATED_GROUP
