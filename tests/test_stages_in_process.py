@@ -1,5 +1,6 @@
 """Each stage's run() on tiny synthetic data: shapes, dtypes, files, and numbers that must agree."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ from stages import evaluate, prepare, train
 
 from stages.lib import cifar10, paths, saved_model_check
 from stages.lib.atomic import sha256_of
+from stages.lib.batches import Batches
 from stages.lib.cache import RowReader, SplitRows
 from stages.lib.classifier import save_classifier
 from stages.lib.features import batch_starts, engine_batch_size, extract_rows
+from stages.lib.fitting import fit
 from stages.lib.params import load_params
 from tests.helpers import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
 
@@ -106,6 +109,20 @@ def test_a_failing_stage_keeps_the_previous_output(workdir, tmp_path, monkeypatc
         run_stages(prepare)
     assert paths.images("train").read_bytes() == before
     assert not list(workdir.glob("data/*.partial"))
+
+
+def test_the_progress_bar_in_a_terminal_counts_the_steps_that_ran(tmp_path, capsys, monkeypatch):
+    from dvclive import Live
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: Keras's bar, not a line per epoch
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(100, 4)).astype(np.float32), np.eye(2)[rng.integers(0, 2, 100)]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with Live(dir=str(tmp_path / "curves"), dvcyaml=False, save_dvc_exp=False) as live:
+        fit(model, "train.learning_rate", 0.01, 2, Batches(features, labels, 10, seed=0),
+            Batches(features, labels, 10, seed=None), live, on_features=True)  # 10 steps, as many calls of 64
+    counts = [int(done) for done in re.findall(r"(\d+)/10\b", capsys.readouterr().out)]
+    assert counts and max(counts) == 10, counts
 
 
 @EVALUATED_GROUP

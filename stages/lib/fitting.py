@@ -29,6 +29,14 @@ class LiveEpochs(keras.callbacks.Callback):
         self.live.next_step()
 
 
+class StepsProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, counting the steps that ran: a call of many steps reports its last possible
+    step, past the epoch's end when fewer were left (64/57)."""
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        super().on_train_batch_end(min(batch, self.target - 1) if self.target else batch, logs)
+
+
 # A step of the head on features is mostly Keras's per-call overhead: many steps per call. Tracing the
 # multi-step loop around the backbone costs seconds, more than it saves: one step per call on images
 # (benchmarks/README.md#figures-behind-choices-in-the-code).
@@ -58,7 +66,7 @@ def fit(model: keras.Model, rate_key: str, learning_rate: float, epochs: int, tr
     stop_on_nan = keras.callbacks.TerminateOnNaN()
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar with ETA in a terminal, a line per epoch in logs
     history = model.fit(train.dataset(), validation_data=val.dataset(), epochs=epochs,
-                        callbacks=[EpochOrder(train), stop_on_nan, LiveEpochs(live)], shuffle=False,
+                        callbacks=[EpochOrder(train), stop_on_nan, LiveEpochs(live), StepsProgress()], shuffle=False,
                         verbose=verbose)
     losses = history.history["loss"]
     diverged = [epoch for epoch, loss in enumerate(losses, start=1) if not math.isfinite(loss)]
