@@ -70,11 +70,12 @@ def dvc_env() -> dict:
     return {**os.environ, **GIT_IDENTITY, "PATH": path, "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
 
 
-def dvc(repo, *args: str) -> str:
-    """Run a dvc command in `repo` as a user would; its stdout, or the test fails with its output."""
+def dvc(repo, *args: str, with_stderr: bool = False) -> str:
+    """Run a dvc command in `repo` as a user would; its stdout (and stderr after it, if asked), or the test
+    fails with its output."""
     result = subprocess.run(["dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return result.stdout + result.stderr if with_stderr else result.stdout
 
 
 def run_stages(*stages):

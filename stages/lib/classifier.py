@@ -4,8 +4,10 @@ its class names, and train's record of them, which holds every file's hash and i
 A run interrupted between two renames leaves files of two runs side by side; the hashes say so, and
 evaluate and predict refuse such a set instead of pairing a new model with old class names.
 """
+import logging
 import re
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,18 @@ from stages.lib.model_bounds import too_large, variables_within, weights_budget
 from stages.lib.quoting import shown
 
 
+@contextmanager
+def legacy_format_warning_hidden():
+    """Keras warns at every .h5 save that the format is legacy: the seed's users ask for that file."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
 def save_classifier(model: keras.Model, classes: list[str], record: dict) -> None:
     """Every file of the set written aside, then all renamed into place, the record with their hashes last:
     a failure while writing (a full disk) leaves the previous set whole."""
@@ -25,7 +39,8 @@ def save_classifier(model: keras.Model, classes: list[str], record: dict) -> Non
     with atomic_files(keras_file, h5_file, paths.CLASSES, paths.MODEL_RECORD) as partial:
         save_keras(model, partial[keras_file])
         require_room(h5_file, partial[keras_file].stat().st_size + 2**20)  # the same weights, in HDF5
-        model.save(partial[h5_file])
+        with legacy_format_warning_hidden():
+            model.save(partial[h5_file])
         partial[paths.CLASSES].write_text(json_text(classes))
         files = {path.name: sha256_of(partial[path]) for path in (keras_file, h5_file, paths.CLASSES)}
         partial[paths.MODEL_RECORD].write_text(json_text({**record, "files": files}))
