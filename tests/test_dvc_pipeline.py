@@ -61,6 +61,9 @@ def test_dvc_repro_end_to_end(reproduced_repo, reproduced):
         series = plots["data"][chart][0]["content"]["data"]["values"]
         assert {row["filename"] for row in series} == {f"train/{chart}.tsv", f"validation/{chart}.tsv"}, chart
         assert len(series) == 2 * 5, chart  # five epochs of each
+    for chart in ("confusion", "confusion_normalized"):  # actual classes down the side, as in the PNG
+        encoding = plots["data"][chart][0]["content"]["spec"]["encoding"]
+        assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual"), chart
 
 
 def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
