@@ -9,6 +9,7 @@ import pytest
 
 from stages.lib.backbones import BACKBONES, IN_MODEL
 from stages.lib.models import build_backbone, image_model, preprocessing_layer
+from stages.lib.params import OFFLINE_RUN
 
 KERAS_PREPROCESS = {
     "densenet121": keras.applications.densenet.preprocess_input,
@@ -109,6 +110,7 @@ def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(tmp_path):
     assert "model.weights: ImageNet weights for 'vgg16' could not be fetched" in message
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert f"{tmp_path / 'keras' / 'models'}/" in message
+    assert message.strip().endswith(f"run on synthetic data offline: {OFFLINE_RUN}")
 
 
 def test_the_image_model_takes_raw_images_of_any_size():

@@ -1,9 +1,13 @@
 """params.yaml is validated in one place, and every error names the key and the value."""
+import re
+
 import pytest
+import yaml
 
 from stages import prepare
 from stages.lib.backbones import BACKBONES
-from stages.lib.params import ENGINES, HEADS, PRECISIONS, SOURCES, ParamsError, load_params, parse_params
+from stages.lib.params import (ENGINES, HEADS, OFFLINE_RUN, PRECISIONS, SOURCES, ParamsError, load_params,
+                               parse_params)
 from tests.helpers import REPO, TINY, merged, repo_params, run_module, write_params
 
 
@@ -17,6 +21,19 @@ def test_the_shipped_params_load_and_the_readme_documents_every_key():
     undocumented = [f"{section}.{key}" for section, values in repo_params().items() for key in values
                     if f"`{section}.{key}`" not in readme]
     assert not undocumented, undocumented
+
+
+def test_the_offline_run_on_the_readmes_first_screen_sets_valid_params():
+    """The command a failed download prints is the README's, and its settings pass validation."""
+    first_screen = (REPO / "README.md").read_text().split("\n## Read the results")[0]
+    assert OFFLINE_RUN in first_screen
+    changes = {}
+    for setting in re.findall(r"-S (\S+)", OFFLINE_RUN):
+        key, value = setting.split("=")
+        section, name = key.split(".")
+        changes.setdefault(section, {})[name] = yaml.safe_load(value)
+    params = parse_params(merged(repo_params(), changes))
+    assert (params.data.source, params.model.weights, params.data.image_size) == ("synthetic", "none", 64)
 
 
 @pytest.mark.parametrize("section, key, choices", [

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from stages.lib.atomic import atomic_file, exclusive, sha256_of
 from stages.lib.datasets import Split
+from stages.lib.params import OFFLINE_RUN
 from stages.lib.quoting import shown
 
 log = logging.getLogger("cifar10")
@@ -94,7 +95,7 @@ def download(target: Path, archive: Path) -> None:
     except OSError as error:
         raise FileNotFoundError(
             f"data.archive: {archive} is missing and downloading {URL} failed ({error}); "
-            f"download it by hand to {archive}, or set data.source: synthetic"
+            f"download it by hand to {archive}, or run on synthetic data offline: {OFFLINE_RUN}"
         ) from error
 
 

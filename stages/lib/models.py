@@ -9,6 +9,7 @@ from filelock import FileLock
 
 from stages.lib.backbones import BACKBONES, Backbone
 from stages.lib.frameworks import keras
+from stages.lib.params import OFFLINE_RUN
 
 
 def _construct(spec: Backbone, input_shape, weights) -> keras.Model:
@@ -40,7 +41,7 @@ def _imagenet_weights(name: str, spec: Backbone) -> list[np.ndarray]:
         fix = f"download {url.group(0)} into {where}/" if url else f"put its weights file into {where}/"
         raise FileNotFoundError(
             f"model.weights: ImageNet weights for {name!r} could not be fetched ({str(error).splitlines()[0]}); "
-            f"{fix}, or set model.weights to a local weights file or none"
+            f"{fix}, or set model.weights to a local weights file, or run on synthetic data offline: {OFFLINE_RUN}"
         ) from error
     return reference.get_weights()
 

@@ -16,6 +16,10 @@ from stages.lib.params_file import ParamsError, read_yaml
 from stages.lib.quoting import shown
 
 SOURCES = ("cifar10", "synthetic", "folder")
+# The whole pipeline with no network, as the README's first screen gives it and a failed download suggests:
+# deterministic synthetic images, random weights, small sizes (at 224x224 the 60,000 synthetic images take 9 GB).
+OFFLINE_RUN = ("dvc exp run -S data.source=synthetic -S model.weights=none -S data.image_size=64 "
+               "-S data.limit=2000 -S data.val_size=200")
 ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/lib/engines.py runs them
 PRECISIONS = ("float32", "mixed")
 HEADS = ("mlp", "linear")  # stages/lib/heads.py fits the linear one
