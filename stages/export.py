@@ -1,25 +1,23 @@
 """Write the trained classifier in a serving format, with its class names beside it.
 
-    python -m stages.export --format savedmodel   # models/serving/savedmodel/: TF Serving, tf.saved_model.load
+    python -m stages.export --format savedmodel   # models/serving/savedmodel/1/: TF Serving, tf.saved_model.load
     python -m stages.export --format openvino     # models/serving/openvino/: cifar10.xml + .bin, OpenVINO Runtime
 
-The exported model is the whole classifier, as the .keras file is: float32 RGB images with values 0-255,
-any size, in; class probabilities out.
+The exported model is the whole classifier, as the .keras file is: RGB images with values 0-255, any size, in
+(uint8 for the SavedModel's serving_default, float32 for the IR); class probabilities out.
 """
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from stages.lib import paths
-from stages.lib.atomic import OUT_OF_SPACE, atomic_directory, write_json
+from stages.lib import paths, serving
+from stages.lib.atomic import atomic_directory, write_json
 from stages.lib.classifier import load_classifier
 from stages.lib.errors import one_line_errors
 from stages.lib.fast_exit import end_process
 from stages.lib.quoting import shown
 
-# Keras's own exporters: format name on the command line -> Keras's name, and the file in the folder.
-FORMATS = {"savedmodel": ("tf_saved_model", "."), "openvino": ("openvino", "cifar10.xml")}
+FORMATS = ("savedmodel", "openvino")
 
 
 def check_replaceable(out: Path) -> None:
@@ -32,40 +30,40 @@ def check_replaceable(out: Path) -> None:
                          f"(an earlier export there would be replaced)")
 
 
-def exported(model, keras_format: str, target: Path, out: Path) -> None:
-    """Keras's exporter, whose failures (a full disk among them) come as TensorFlow's or OpenVINO's own
-    errors: one line each, a full disk named as such when their text says so."""
-    try:
-        model.export(str(target), format=keras_format, verbose=False)
-    except Exception as error:
-        for code in OUT_OF_SPACE:
-            if os.strerror(code) in str(error):
-                raise OSError(code, os.strerror(code), str(out)) from error
-        raise ValueError(f"writing {shown(out)} failed ({shown(error)}); check the free space and permissions "
-                         f"of its folder") from error
-
-
-def export(model_path: Path, serving_format: str, out: Path) -> Path:
+def export(model_path: Path, serving_format: str, out: Path, version: int) -> Path:
+    """Where the model went: `out`, or for a SavedModel its version's folder in `out`."""
     check_replaceable(out)
     model, classes, _ = load_classifier(model_path)
-    keras_format, name = FORMATS[serving_format]
     with atomic_directory(out) as partial:
-        exported(model, keras_format, partial / name, out)
+        if serving_format == "savedmodel":
+            written, record = serving.write_saved_model(model, out, partial, version)
+        else:
+            written, record = serving.write_openvino(model, out, partial)
         write_json(partial / paths.CLASSES.name, classes)
-        write_json(paths.export_record(partial), {"format": serving_format, "model": str(model_path)})
-    return out
+        write_json(paths.export_record(partial), {"format": serving_format, "model": str(model_path), **record})
+    return written
+
+
+def version_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a version number of 1 or more")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=sorted(FORMATS), required=True)
+    parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--model", type=Path, default=paths.INFERENCE_MODEL, help="a .keras or .h5 model")
     parser.add_argument("--out", type=Path, help="the folder to write (default: models/serving/<format>)")
+    parser.add_argument("--version", type=version_number, help="the SavedModel's version folder in --out "
+                        "(default: 1); the other versions there are kept, as TF Serving expects")
     args = parser.parse_args(argv)
+    if args.version is not None and args.format != "savedmodel":
+        parser.error("--version applies to --format savedmodel only")
     logging.basicConfig(level=logging.WARNING)
     with one_line_errors():
-        out = export(args.model, args.format, args.out or paths.SERVING / args.format)
-    print(f"exported {shown(args.model)} as {args.format} to {shown(out)}")
+        written = export(args.model, args.format, args.out or paths.SERVING / args.format, args.version or 1)
+    print(f"exported {shown(args.model)} as {args.format} to {shown(written)}")
 
 
 if __name__ == "__main__":

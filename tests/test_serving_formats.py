@@ -1,10 +1,14 @@
 """`python -m stages.export`: the classifier as a SavedModel and as OpenVINO IR, predicting as the .keras does."""
 import contextlib
+import functools
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -21,17 +25,31 @@ from tests.helpers import REPO
 PROBABILITY_TOLERANCE = 1e-4
 
 
+SERVING_GROUP = pytest.mark.xdist_group("serving")  # one worker exports the classifier, once
+FORMATS = ["savedmodel", "openvino"]
+
+
 def probabilities_of(serving_format: str, folder, images: np.ndarray) -> np.ndarray:
     if serving_format == "savedmodel":
         import tensorflow as tf
 
-        served = tf.saved_model.load(str(folder))  # held: its functions need its variables alive
-        return served.serve(images).numpy()
+        served = tf.saved_model.load(str(folder / "1"))  # held: its functions need its variables alive
+        return served.signatures["serving_float32"](image=tf.constant(images))["probabilities"].numpy()
     import openvino
 
-    # f32: on a CPU with bfloat16, OpenVINO would otherwise pick bf16 for speed.
-    compiled = openvino.Core().compile_model(str(folder / "cifar10.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled(images)[0]
+    # The export's own hint: on a CPU with bfloat16, OpenVINO would otherwise pick bf16 for speed.
+    hint = json.loads(paths.export_record(folder).read_text())["inference_precision_hint"]
+    compiled = openvino.Core().compile_model(str(folder / "cifar10.xml"), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    return compiled(images)["probabilities"]
+
+
+@functools.cache
+def keras_model(path: Path) -> keras.Model:
+    return keras.models.load_model(path)
+
+
+def keras_probabilities(images: np.ndarray) -> np.ndarray:
+    return keras_model(paths.INFERENCE_MODEL.resolve()).predict(images.astype(np.float32), verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +64,85 @@ def classifier(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("serving_format", ["savedmodel", "openvino"])
-def test_the_exported_model_predicts_what_the_keras_model_predicts(classifier, serving_format, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def exported(classifier):
+    """The classifier's folder after exporting it in each format, and what each export printed."""
+    printed = {}
+    for serving_format in FORMATS:
+        with contextlib.chdir(classifier), contextlib.redirect_stdout(io.StringIO()) as stdout:
+            export.main(["--format", serving_format])
+        printed[serving_format] = stdout.getvalue()
+    return classifier, printed
+
+
+@SERVING_GROUP
+@pytest.mark.parametrize("serving_format", FORMATS)
+def test_the_exported_model_predicts_what_the_keras_model_predicts(exported, serving_format, monkeypatch):
+    classifier, printed = exported
     monkeypatch.chdir(classifier)
-    export.main(["--format", serving_format])
     folder = paths.SERVING / serving_format
-    assert capsys.readouterr().out.strip() == f"exported models/cifar10.keras as {serving_format} to {folder}"
+    written = folder / "1" if serving_format == "savedmodel" else folder  # TF Serving's folder per version
+    assert printed[serving_format].strip() == f"exported models/cifar10.keras as {serving_format} to {written}"
     assert json.loads((folder / "cifar10.classes.json").read_text()) == ["red", "green", "blue"]
     images = np.random.default_rng(0).integers(0, 256, (6, 40, 48, 3)).astype(np.float32)  # any size
-    expected = keras.models.load_model(paths.INFERENCE_MODEL).predict(images, verbose=0)
+    expected = keras_probabilities(images)
     computed = probabilities_of(serving_format, folder, images)
     np.testing.assert_allclose(computed, expected, atol=PROBABILITY_TOLERANCE, rtol=0)
     assert np.ptp(expected, axis=0).max() > 1e-3  # the images get different probabilities: a real comparison
+
+
+@SERVING_GROUP
+def test_the_openvino_model_has_one_input_image_and_one_output_probabilities(exported):
+    import openvino
+
+    classifier, _ = exported
+    folder = classifier / paths.SERVING / "openvino"
+    model = openvino.Core().read_model(str(folder / "cifar10.xml"))
+    assert [port.get_names() for port in model.inputs] == [{"image"}]
+    assert [port.get_names() for port in model.outputs] == [{"probabilities"}]
+    assert json.loads(paths.export_record(folder).read_text())["inference_precision_hint"] == "f32"
+
+
+@SERVING_GROUP
+def test_the_saved_model_serves_uint8_images_of_any_size_in_tf_servings_layout(exported, monkeypatch):
+    import tensorflow as tf
+
+    classifier, _ = exported
+    monkeypatch.chdir(classifier)
+    served = tf.saved_model.load(str(paths.SERVING / "savedmodel/1"))
+    serving_default = served.signatures["serving_default"]
+    for shape in [(3, 40, 48, 3), (2, 17, 90, 3)]:
+        images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        computed = serving_default(image=tf.constant(images))["probabilities"].numpy()
+        np.testing.assert_allclose(computed, keras_probabilities(images), atol=PROBABILITY_TOLERANCE, rtol=0)
+
+
+@pytest.mark.slow
+@SERVING_GROUP
+def test_saved_model_cli_runs_the_served_model(exported, tmp_path, monkeypatch):
+    classifier, _ = exported
+    monkeypatch.chdir(classifier)
+    images = np.random.default_rng(1).integers(0, 256, (2, 36, 36, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run([Path(sys.executable).with_name("saved_model_cli"), "run", "--dir",
+                             paths.SERVING / "savedmodel/1", "--tag_set", "serve", "--signature_def",
+                             "serving_default", "--inputs", f"image={tmp_path / 'images.npy'}",
+                             "--outdir", tmp_path / "out", "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    computed = np.load(tmp_path / "out/probabilities.npy")
+    np.testing.assert_allclose(computed, keras_probabilities(images), atol=PROBABILITY_TOLERANCE, rtol=0)
+
+
+@SERVING_GROUP
+def test_a_new_version_of_the_saved_model_keeps_the_earlier_ones(exported, tmp_path, monkeypatch, capsys):
+    classifier, _ = exported
+    monkeypatch.chdir(classifier)
+    out = shutil.copytree(paths.SERVING / "savedmodel", tmp_path / "savedmodel")
+    export.main(["--format", "savedmodel", "--out", str(out), "--version", "2"])
+    assert capsys.readouterr().out.strip() == f"exported models/cifar10.keras as savedmodel to {out}/2"
+    assert sorted(path.name for path in out.iterdir()) == ["1", "2", "cifar10.classes.json", "export.json"]
+    assert all((out / version / "saved_model.pb").is_file() for version in ("1", "2"))
+    assert json.loads(paths.export_record(out).read_text())["version"] == 2
 
 
 def test_exporting_without_a_model_is_one_line(workdir, capsys):
@@ -90,6 +175,13 @@ def test_export_replaces_no_folder_it_did_not_write(workdir, capsys):
     assert capsys.readouterr().err.startswith("error: no class names at models/cifar10.classes.json")
 
 
+def test_a_version_applies_to_the_saved_model_only(workdir, capsys):
+    with pytest.raises(SystemExit) as exit:
+        export.main(["--format", "openvino", "--version", "2"])
+    assert exit.value.code == 2
+    assert "--version applies to --format savedmodel only" in capsys.readouterr().err
+
+
 SMALL_FILE_LIMIT = """
 import resource, signal, subprocess, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail, as on a full disk
@@ -101,7 +193,7 @@ sys.exit(subprocess.run([sys.executable, "-m", "stages.export", "--format", sys.
 @pytest.mark.slow
 @pytest.mark.parametrize("serving_format", ["savedmodel", "openvino"])
 def test_an_export_that_runs_out_of_room_is_one_line_and_leaves_nothing(classifier, serving_format, tmp_path):
-    folder = shutil.copytree(classifier / "models", tmp_path / "models")
+    folder = shutil.copytree(classifier / "models", tmp_path / "models", ignore=shutil.ignore_patterns("serving"))
     result = subprocess.run([sys.executable, "-c", SMALL_FILE_LIMIT, serving_format], cwd=tmp_path, text=True,
                             capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
