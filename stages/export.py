@@ -17,6 +17,8 @@ from stages.lib.errors import one_line_errors
 from stages.lib.fast_exit import end_process
 from stages.lib.quoting import shown
 
+log = logging.getLogger("export")
+
 FORMATS = ("savedmodel", "openvino")
 
 
@@ -33,6 +35,7 @@ def check_replaceable(out: Path) -> None:
 def export(model_path: Path, serving_format: str, out: Path, version: int) -> Path:
     """Where the model went: `out`, or for a SavedModel its version's folder in `out`."""
     check_replaceable(out)
+    log.info("loading %s", shown(model_path))
     model, classes, _ = load_classifier(model_path)
     with atomic_directory(out) as partial:
         if serving_format == "savedmodel":
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.version is not None and args.format != "savedmodel":
         parser.error("--version applies to --format savedmodel only")
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO names the folder written aside
     with one_line_errors():
         written = export(args.model, args.format, args.out or paths.SERVING / args.format, args.version or 1)
     print(f"exported {shown(args.model)} as {args.format} to {shown(written)}")

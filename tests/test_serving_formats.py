@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import logging
 from pathlib import Path
 
 import keras
@@ -66,19 +67,37 @@ def classifier(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(classifier):
-    """The classifier's folder after exporting it in each format, and what each export printed."""
-    printed = {}
+    """The classifier's folder after exporting it in each format, and what each export printed and logged."""
+    printed, logged = {}, {}
+    export_log = logging.getLogger("export")
     for serving_format in FORMATS:
-        with contextlib.chdir(classifier), contextlib.redirect_stdout(io.StringIO()) as stdout:
+        with contextlib.chdir(classifier), contextlib.redirect_stdout(io.StringIO()) as stdout, \
+                recording(export_log) as records:
             export.main(["--format", serving_format])
         printed[serving_format] = stdout.getvalue()
-    return classifier, printed
+        logged[serving_format] = [record.getMessage() for record in records]
+    return classifier, printed, logged
+
+
+@contextlib.contextmanager
+def recording(logger: logging.Logger):
+    """The records `logger` logs at INFO and above in the block, whatever the root logger's level."""
+    records, level = [], logger.level
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @SERVING_GROUP
 @pytest.mark.parametrize("serving_format", FORMATS)
 def test_the_exported_model_predicts_what_the_keras_model_predicts(exported, serving_format, monkeypatch):
-    classifier, printed = exported
+    classifier, printed, _ = exported
     monkeypatch.chdir(classifier)
     folder = paths.SERVING / serving_format
     written = folder / "1" if serving_format == "savedmodel" else folder  # TF Serving's folder per version
@@ -92,10 +111,21 @@ def test_the_exported_model_predicts_what_the_keras_model_predicts(exported, ser
 
 
 @SERVING_GROUP
+def test_the_export_logs_each_phase(exported):
+    _, _, logged = exported
+    assert logged["savedmodel"] == ["loading models/cifar10.keras",
+                                    "writing SavedModel version 1 to models/serving/savedmodel"]
+    assert logged["openvino"] == ["loading models/cifar10.keras",
+                                  "converting to OpenVINO IR in models/serving/openvino",
+                                  "compile it with INFERENCE_PRECISION_HINT f32 (benchmark_app: -infer_precision "
+                                  "f32): OpenVINO's default on a CPU with bfloat16 is bf16, less exact"]
+
+
+@SERVING_GROUP
 def test_the_openvino_model_has_one_input_image_and_one_output_probabilities(exported):
     import openvino
 
-    classifier, _ = exported
+    classifier, _, _ = exported
     folder = classifier / paths.SERVING / "openvino"
     model = openvino.Core().read_model(str(folder / "cifar10.xml"))
     assert [port.get_names() for port in model.inputs] == [{"image"}]
@@ -107,7 +137,7 @@ def test_the_openvino_model_has_one_input_image_and_one_output_probabilities(exp
 def test_the_saved_model_serves_uint8_images_of_any_size_in_tf_servings_layout(exported, monkeypatch):
     import tensorflow as tf
 
-    classifier, _ = exported
+    classifier, _, _ = exported
     monkeypatch.chdir(classifier)
     served = tf.saved_model.load(str(paths.SERVING / "savedmodel/1"))
     serving_default = served.signatures["serving_default"]
@@ -120,7 +150,7 @@ def test_the_saved_model_serves_uint8_images_of_any_size_in_tf_servings_layout(e
 @pytest.mark.slow
 @SERVING_GROUP
 def test_saved_model_cli_runs_the_served_model(exported, tmp_path, monkeypatch):
-    classifier, _ = exported
+    classifier, _, _ = exported
     monkeypatch.chdir(classifier)
     images = np.random.default_rng(1).integers(0, 256, (2, 36, 36, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
@@ -135,7 +165,7 @@ def test_saved_model_cli_runs_the_served_model(exported, tmp_path, monkeypatch):
 
 @SERVING_GROUP
 def test_a_new_version_of_the_saved_model_keeps_the_earlier_ones(exported, tmp_path, monkeypatch, capsys):
-    classifier, _ = exported
+    classifier, _, _ = exported
     monkeypatch.chdir(classifier)
     out = shutil.copytree(paths.SERVING / "savedmodel", tmp_path / "savedmodel")
     export.main(["--format", "savedmodel", "--out", str(out), "--version", "2"])
@@ -199,4 +229,5 @@ def test_an_export_that_runs_out_of_room_is_one_line_and_leaves_nothing(classifi
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(("error: [Errno 27] File too large: 'models/serving/", "error: writing models/serving/")), last
+    assert "export: loading models/cifar10.keras" in result.stderr.splitlines(), result.stderr[-3000:]
     assert [path.name for path in (folder / "serving").iterdir() if path.suffix != ".lock"] == []

@@ -4,6 +4,7 @@ output, `probabilities`.
 SavedModel, in TF Serving's layout <out>/<version>/: signature `serving_default` takes uint8 images (what an
 image decoder gives), `serving_float32` float32 ones. OpenVINO IR, <out>/cifar10.xml and .bin: float32 images.
 """
+import logging
 import os
 import shutil
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from pathlib import Path
 from stages.lib.atomic import OUT_OF_SPACE
 from stages.lib.frameworks import keras, tf
 from stages.lib.quoting import shown
+
+log = logging.getLogger("export")
 
 IMAGE, PROBABILITIES = "image", "probabilities"
 SIGNATURES = {"serving_default": tf.uint8, "serving_float32": tf.float32}
@@ -62,6 +65,7 @@ def keep_other_versions(out: Path, partial: Path, version: int) -> None:
 
 def write_saved_model(model: keras.Model, out: Path, partial: Path, version: int) -> tuple[Path, dict]:
     """The model as version `version` in `partial`, which will replace `out`: where it went, and its record."""
+    log.info("writing SavedModel version %d to %s", version, shown(out))
     keep_other_versions(out, partial, version)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -78,8 +82,11 @@ def write_openvino(model: keras.Model, out: Path, partial: Path) -> tuple[Path, 
     layer's shape arithmetic comes out as six more outputs."""
     import openvino  # only this format needs it
 
+    log.info("converting to OpenVINO IR in %s", shown(out))
     traced = tf.function(probabilities_function(model)).get_concrete_function(image_spec(tf.float32))
     with written_to(out):
         ir = openvino.convert_model(traced)
         openvino.save_model(ir, str(partial / OPENVINO_FILE), compress_to_fp16=False)
+    log.info("compile it with INFERENCE_PRECISION_HINT %s (benchmark_app: -infer_precision %s): OpenVINO's "
+             "default on a CPU with bfloat16 is bf16, less exact", PRECISION_HINT, PRECISION_HINT)
     return out, {"inference_precision_hint": PRECISION_HINT}
