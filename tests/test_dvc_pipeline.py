@@ -1,4 +1,5 @@
 """The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
+import hashlib
 import json
 import os
 import re
@@ -8,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ABOVE_CHANCE, REPRODUCED_GROUP, dvc, stage_code
+from tests.helpers import ABOVE_CHANCE, REPRODUCED_GROUP, dvc, dvc_env, stage_code
 
 pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
 
@@ -49,10 +50,11 @@ def test_dvc_repro_end_to_end(reproduced_repo, reproduced):
 
     edit_params(reproduced_repo, "model", "backbone", "densenet121")
     edit_params(reproduced_repo, "train", "epochs", 2)
-    assert changed_stages(reproduced_repo) == {"train"}  # evaluate follows through train's outputs
+    # check reads every param, in under a second; evaluate follows through train's outputs
+    assert changed_stages(reproduced_repo) == {"check", "train"}
 
     edit_params(reproduced_repo, "train", "fine_tune_layers", 5)
-    assert changed_stages(reproduced_repo) == {"train"}  # evaluate learns from train's outputs what to read
+    assert changed_stages(reproduced_repo) == {"check", "train"}  # evaluate learns from train's outputs what to read
 
     plots = json.loads(dvc(reproduced_repo, "plots", "show", "--json"))
     assert "errors" not in plots, plots["errors"]
@@ -88,3 +90,30 @@ def test_a_value_yaml_versions_read_differently_is_one_value_to_dvc_and_the_stag
     shown = subprocess.run([sys.executable, "-c", probe], cwd=reproduced_repo, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(reproduced_repo)})
     assert shown.stdout.strip() == "42", shown.stderr
+
+
+def stage_outputs(repo) -> dict[str, str]:
+    return {path.relative_to(repo).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for folder in ("data/prepared", "data/features", "models", "metrics")
+            for path in sorted((repo / folder).rglob("*")) if path.is_file()}
+
+
+def failed_dvc(repo, *args: str) -> list[str]:
+    """A dvc command that must fail; the lines its stages printed as errors."""
+    result = subprocess.run(["dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+
+
+def test_a_bad_param_fails_before_dvc_removes_any_stages_outputs(reproduced_repo):
+    """DVC removes a stage's outputs before running it: the check stage runs first and stops the pipeline."""
+    before = stage_outputs(reproduced_repo)
+    errors = failed_dvc(reproduced_repo, "exp", "run", "-S", "train.learning_rate=-1")
+    assert stage_outputs(reproduced_repo) == before, "train's outputs were removed"
+    assert len(errors) == 1 and errors[0].startswith("error: train.learning_rate: "), errors
+
+    edit_params(reproduced_repo, "train", "learning_rate", 0.001)
+    edit_params(reproduced_repo, "extract", "batch_size", 0)
+    errors = failed_dvc(reproduced_repo, "repro")
+    assert stage_outputs(reproduced_repo) == before, "extract's outputs were removed"
+    assert len(errors) == 1 and errors[0].startswith("error: extract.batch_size: "), errors

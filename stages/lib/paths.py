@@ -4,6 +4,8 @@ from pathlib import Path
 SPLITS = ("train", "val", "test")
 
 PREPARED = Path("data/prepared")
+# The check stage's mark that params.yaml passed: a dependency of every other stage, so that DVC runs it first.
+PARAMS_CHECKED = PREPARED.parent / "params_checked.json"
 
 WEIGHTS = Path("weights")  # local backbone weights files (model.weights), a dependency of extract and train
 
