@@ -1,15 +1,17 @@
 """The README's commands, for real: dvc repro, metrics show, params diff, status, in a fresh repository."""
+import csv
 import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.helpers import ABOVE_CHANCE, REPRODUCED_GROUP, dvc, dvc_env, stage_code
+from tests.helpers import ABOVE_CHANCE, REPO, REPRODUCED_GROUP, dvc, dvc_env, stage_code
 
 pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
 
@@ -117,3 +119,28 @@ def test_a_bad_param_fails_before_dvc_removes_any_stages_outputs(reproduced_repo
     errors = failed_dvc(reproduced_repo, "repro")
     assert stage_outputs(reproduced_repo) == before, "extract's outputs were removed"
     assert len(errors) == 1 and errors[0].startswith("error: extract.batch_size: "), errors
+
+
+def readme_command(starts_with: str) -> list[str]:
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(starts_with))
+    return shlex.split(line, comments=True)
+
+
+EXPERIMENT_COLUMNS = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+
+
+def figure_columns(repo, *options: str) -> list[str]:
+    """`dvc exp show --csv`'s columns of metrics, params and files, in order (--only-changed may drop "parent")."""
+    header = next(csv.reader(dvc(repo, "exp", "show", "--csv", *options).splitlines()))
+    return [column for column in header if column not in EXPERIMENT_COLUMNS]
+
+
+def test_dvc_exp_show_leads_with_test_accuracy_and_the_readmes_command_shows_no_file_hashes(reproduced_repo):
+    assert figure_columns(reproduced_repo)[:2] == ["accuracy", "loss"]
+    # The reproduced workspace against a commit without outputs: every file column differs, and so is shown
+    # by --only-changed unless the README's command drops it.
+    workspace = json.loads(dvc(reproduced_repo, "exp", "show", "--json"))[0]["data"]
+    options = readme_command("dvc exp show")[3:]
+    shown = figure_columns(reproduced_repo, *options)
+    assert shown[:2] == ["accuracy", "loss"], shown
+    assert not set(workspace["deps"]) & set(shown), shown
