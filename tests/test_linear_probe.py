@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from stages import evaluate, train
+from stages import train
 
 from stages.lib import paths
 from stages.lib.cache import load_features
@@ -19,10 +19,10 @@ GRID = [0.01, 0.1, 1.0, 10.0]
 PROBABILITY_TOLERANCE = 1e-5
 
 
-@pytest.mark.slow  # a DenseNet-121 classifier saved, then loaded twice
+@pytest.mark.slow  # a DenseNet-121 classifier saved, then loaded
 def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted):
     write_params(extracted, {"train": {"head": "linear", "linear_c": GRID}})
-    run_stages(train, evaluate)
+    run_stages(train)
     labels = {split: np.load(paths.labels(split)).argmax(1) for split in ("train", "val")}
     probe = fit_linear_probe(load_features("train"), labels["train"], load_features("val"), labels["val"], tuple(GRID))
     test_features = load_features("test")
@@ -47,9 +47,9 @@ def test_the_saved_linear_classifier_gives_scikit_learns_probabilities(extracted
         assert len(curve) == 1 + len(GRID), name  # a header and one row per C, as the MLP has one per epoch
         assert [float(row.split("\t")[-1]) for row in curve[1:]] == pytest.approx(
             [probe.curves[c][name] for c in GRID]), name
-    metrics = json.loads(paths.METRICS_FILE.read_text())
-    assert metrics["accuracy"] > ABOVE_CHANCE, metrics
-    assert json.loads(paths.SAVED_MODEL_CHECK.read_text())["compared_with"].startswith("cached features")
+    # What evaluate would report: it reads any head the same way, through the record's head_layer.
+    accuracy = (expected.argmax(1) == np.load(paths.labels("test")).argmax(1)).mean()
+    assert accuracy > ABOVE_CHANCE, accuracy
 
 
 def test_two_classes_give_scikit_learns_probabilities_too():

@@ -39,13 +39,17 @@ def test_bad_archives_fail_in_one_line(tmp_path, case, verify):
     assert not (tmp_path / "data").exists()
 
 
-def test_a_mismatched_weights_file_fails_in_one_line(extracted):
+def test_a_mismatched_weights_file_fails_in_one_line(extracted, capsys):
     weights = extracted / "weights" / "vgg16.weights.h5"
     build_backbone("vgg16", "none", 32, seed=0).save_weights(weights)
     write_params(extracted, {"model": {"weights": str(weights)}})
     before = digest(paths.FEATURES)
-    result = run_module("stages.extract", extracted)
-    assert_one_line_error(result, f"model.weights: '{weights}' does not fit backbone 'densenet121'")
+    with pytest.raises(SystemExit) as exit_:
+        extract.main()  # as `python -m stages.extract` runs it
+    error = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in error, error
+    assert error.strip().splitlines()[-1].startswith(f"error: model.weights: '{weights}' does not fit backbone "
+                                                     f"'densenet121'"), error
     assert digest(paths.FEATURES) == before and not list(extracted.glob("data/*.partial"))
 
 
