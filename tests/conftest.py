@@ -15,7 +15,7 @@ from tests.helpers import copy_repo, dvc, run_stages, write_params
 
 def pytest_collection_modifyitems(items):
     """Long work first, slow tests and the groups that share a fixture (one worker runs a group whole):
-    the two workers then share out the short tests and finish together, instead of one waiting on a
+    the workers then share out the short tests and finish together, instead of one waiting on a
     long test or group that happened to come last."""
     items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
 
