@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from stages.lib.backbones import BACKBONES
-from stages.lib.engines import compile_engine, resolve
+from stages.lib.engine_choice import resolve
+from stages.lib.engines import compile_engine
 from stages.lib.models import build_backbone, image_model
-from stages.lib.params import ENGINES
+from stages.lib.params import ENGINE_BACKENDS
 
 SEED = 42  # random weights cost the same as trained ones; any seed will do
 
@@ -112,7 +113,8 @@ def parser() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     options.add_argument("out", type=Path, help="the JSON file to write")
     options.add_argument("--backbones", type=names(BACKBONES), default=["densenet121", "vgg16", "convnext_tiny"])
-    options.add_argument("--engines", type=names(ENGINES), default=["auto"],
+    on_tensorflow = ["auto", *(engine for engine, backend in ENGINE_BACKENDS.items() if backend == "tensorflow")]
+    options.add_argument("--engines", type=names(on_tensorflow), default=["auto"],
                          help="each compiles the backbone once more")
     options.add_argument("--images", type=int, default=32, help="timed images per engine")
     options.add_argument("--batch-size", type=int, default=16)

@@ -8,15 +8,16 @@ from pathlib import Path
 
 from stages.lib import paths
 from stages.lib.atomic import atomic_directory, holding, read_json, write_json
+from stages.lib.engine_choice import resolve, use_backend_of
 from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
-from stages.lib.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
 from stages.lib.params import Params
 
 log = logging.getLogger("extract")
 
 
 def run(params: Params) -> None:
+    use_backend_of(resolve(params.extract.engine, params.model.backbone))
     with holding(paths.PREPARED):
         extract(params)
 
@@ -52,6 +53,10 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     """Every split's features into `out`; returns what decides them, and adds the seconds spent to `timing`:
     images_per_second is the rate after the first batch (the engine's own rate, inside the pipeline),
     seconds everything after building the engine."""
+    # Imported here, once the engine has chosen Keras's backend: Keras reads it when first imported.
+    from stages.lib.features import batch_starts, build_engine, device, engine_batch_size, extract_rows, \
+        prepared_images
+
     started = time.perf_counter()
     engine, width, recipe = build_engine(params, image_size)
     built, timed_engine = time.perf_counter(), FirstCallTimer(engine)
@@ -61,7 +66,8 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     seconds, first_seconds = time.perf_counter() - built, timed_engine.first_seconds or 0.0
     later_images = len(images) - min(batch_size, len(images))  # after the first batch
     rate = later_images / (seconds - first_seconds) if later_images else 0.0
-    timing |= {"images": len(images), "build_seconds": built - started, "first_batch_seconds": first_seconds,
+    timing |= {"engine": recipe["engine"], "device": device(), "images": len(images),
+               "build_seconds": built - started, "first_batch_seconds": first_seconds,
                "seconds": seconds, "images_per_second": rate}
     return recipe
 

@@ -15,7 +15,7 @@ from stages.lib.atomic import atomic_directory, read_json, write_json
 from stages.lib.cache import RowReader, RowWriter
 from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
-from stages.lib.engines import resolve
+from stages.lib.engine_choice import resolve
 from stages.lib.features import batch_starts, build_engine, engine_batch_size, extract_rows, prepared_images
 from stages.lib.params import Params
 

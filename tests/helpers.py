@@ -96,6 +96,13 @@ def run_module(module: str, cwd: Path, *args: str, timeout: float = 600) -> subp
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_python(cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -c code` from `cwd`, in a process of its own (Keras's backend is chosen once per process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
 def run_measured(cwd, *arguments: str) -> tuple[subprocess.CompletedProcess, float, int]:
     """`python *arguments` in a fresh parent whose only child it is: result, seconds, peak RSS in bytes."""
     measure = ("import resource, subprocess, sys, time; start = time.monotonic(); "

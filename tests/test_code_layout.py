@@ -83,7 +83,7 @@ def test_reading_params_imports_no_ml_framework():
 
 
 def test_the_model_stages_load_keras_without_its_optional_extras_and_evaluate_without_scikit_learn():
-    probe = ("import sys; import stages.extract, stages.train; from stages.lib.frameworks import OPTIONAL_EXTRAS; "
+    probe = ("import sys; import stages.lib.features, stages.train; from stages.lib.frameworks import OPTIONAL_EXTRAS; "
              "print(sorted(m for m in OPTIONAL_EXTRAS if m in sys.modules)); "
              "import stages.evaluate; print('sklearn' in sys.modules); "
              "import matplotlib.pyplot, sklearn.metrics; print('importable')")

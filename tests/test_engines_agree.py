@@ -10,8 +10,9 @@ import tensorflow as tf
 from stages import extract, prepare, shards
 
 from stages.lib import paths
-from stages.lib import engines
-from stages.lib.engines import cpu_has_bfloat16, gpu_available
+from stages.lib import engine_choice, tf_engines
+from stages.lib.engine_choice import cpu_has_bfloat16, resolve
+from stages.lib.engines import gpu_available
 from stages.lib.models import build_backbone, image_model
 from stages.lib.params import load_params
 from tests.helpers import run_module, run_stages, write_params
@@ -39,21 +40,27 @@ def small(small_prepared, workdir):
     return workdir
 
 
-def test_auto_takes_the_engine_measured_fastest_on_a_cpu(monkeypatch):
-    monkeypatch.setattr(engines, "gpu_available", lambda: False)
-    assert engines.resolve("auto", "densenet121") == "openvino"
-    assert engines.resolve("auto", "convnext_tiny") == "openvino"
-    assert engines.resolve("auto", "vgg16") == "tensorflow"  # measured on neither: plain TensorFlow
-    assert engines.resolve("xla", "convnext_tiny") == "xla"  # a named engine is never replaced
-    monkeypatch.setattr(engines, "gpu_available", lambda: True)
-    assert engines.resolve("auto", "densenet121") == "tensorflow"
+def test_auto_takes_the_engine_measured_fastest_for_the_device(monkeypatch):
+    monkeypatch.setattr(engine_choice, "nvidia_gpu_present", lambda: False)
+    assert resolve("auto", "densenet121") == "openvino"
+    assert resolve("auto", "convnext_tiny") == "openvino"
+    assert resolve("auto", "vgg16") == "tensorflow"  # measured on neither: plain TensorFlow
+    assert resolve("xla", "convnext_tiny") == "xla"  # a named engine is never replaced
+    monkeypatch.setattr(engine_choice, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(engine_choice, "jax_has_cuda", lambda: False)
+    assert resolve("auto", "densenet121") == "tensorflow"
+    monkeypatch.setattr(engine_choice, "jax_has_cuda", lambda: True)
+    assert resolve("auto", "densenet121") == "jax"
+    monkeypatch.setattr(engine_choice, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(engine_choice, "installed", lambda module: module != "tensorflow")
+    assert resolve("auto", "vgg16") == "jax"  # the only engine there is
 
 
 @pytest.mark.slow
 def test_openvino_converts_a_graph_holding_the_weights_as_constants():
-    # OpenVINO's front end converts variables slowly (stages/engines.py): none may be left.
+    # OpenVINO's front end converts variables slowly (stages/lib/tf_engines.py): none may be left.
     extractor = image_model("densenet121", build_backbone("densenet121", "none", 32, seed=0), 32)
-    graph = engines.frozen_graph(extractor)
+    graph = tf_engines.frozen_graph(extractor)
     assert not {node.op for node in graph.node} & {"VarHandleOp", "ReadVariableOp"}
     inputs = [node.name for node in graph.node if node.op == "Placeholder"]
     assert len(inputs) == 1  # the images: no variable captured as an input either

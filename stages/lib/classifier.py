@@ -89,7 +89,7 @@ def load_model(path: Path) -> keras.Model:
         raise ValueError(f"{name} is not a .keras file (a zip archive); it is damaged or truncated, save it again")
     try:
         with variables_within(weights_budget(path), path):
-            return keras.models.load_model(path, safe_mode=True)
+            model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises TypeError, ValueError or OSError, depending on what is wrong
         if bound := too_large(error):
             raise bound from None
@@ -99,6 +99,10 @@ def load_model(path: Path) -> keras.Model:
                              f"beside it") from error
         raise ValueError(f"{name} was refused: not a plain Keras model of this pipeline ({_reason(error)})"
                          ) from error
+    # Keras on JAX compiles predict_on_batch with XLA only for a model compiled with jit_compile; a loaded one ran
+    # op by op, hundreds of small compilations (benchmarks/README.md#figures-behind-choices-in-the-code).
+    model.jit_compile = keras.backend.backend() == "jax"
+    return model
 
 
 def _reason(error: Exception) -> str:

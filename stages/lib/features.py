@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from stages.lib import paths
 from stages.lib.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, within
-from stages.lib.engines import Engine, compile_engine, gpu_available, precision_policy, resolve
-from stages.lib.frameworks import tf
+from stages.lib.engine_choice import resolve
+from stages.lib.engines import Engine, compile_engine, gpu_available, precision_policy
 from stages.lib.models import build_backbone, image_model
 from stages.lib.params import Params
 
@@ -89,17 +89,19 @@ def extract_rows(engine: Engine, width: int, images: SplitRows, batch_size: int,
     return {split: within(first, rows) for split, rows in images.ranges.items()}
 
 
+def device() -> str:
+    return "GPU" if gpu_available() else "CPU"
+
+
 def build_engine(params: Params, image_size: int) -> tuple[Engine, int, dict]:
     """The compiled extractor, its feature width, and what decides its output (recorded beside it)."""
     model, extract = params.model, params.extract
     engine = resolve(extract.engine, model.backbone)
-    if gpu_available():
-        tf.config.experimental.enable_op_determinism()  # a GPU's reductions: same images, same bytes
     with precision_policy(extract.precision, engine):
         backbone = build_backbone(model.backbone, model.weights, image_size, model.seed)
         extractor = image_model(model.backbone, backbone, image_size, input_size=image_size)
-    log.info("extracting with %s on the %s engine (%s) at %dx%d",
-             model.backbone, engine, extract.precision, image_size, image_size)
+    log.info("extracting with %s on the %s engine (%s, %s) at %dx%d",
+             model.backbone, engine, extract.precision, device(), image_size, image_size)
     recipe = {"backbone": model.backbone, "weights": model.weights, "seed": model.seed, "image_size": image_size,
               "engine": engine, "precision": extract.precision, "batch_size": extract.batch_size}
     return compile_engine(extractor, engine, extract.precision), extractor.output.shape[-1], recipe

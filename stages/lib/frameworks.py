@@ -1,5 +1,5 @@
-"""TensorFlow and Keras, as every stage that runs a model imports them: without the extras Keras loads for
-features no stage uses.
+"""Keras, on the backend this process runs, as every command that runs a model imports it: TensorFlow by
+default, JAX where KERAS_BACKEND=jax (extract's jax engine sets it; predict and evaluate follow the user's).
 
 Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for image galleries)
 whenever they are installed, and scikit-learn imports much of SciPy: two seconds more of every stage
@@ -16,6 +16,35 @@ import tempfile
 from contextlib import contextmanager
 
 OPTIONAL_EXTRAS = ("matplotlib", "sklearn")
+BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keras reads it once, when first imported
+INSTALL = {
+    "tensorflow": "pip install tensorflow (tensorflow[and-cuda] on an NVIDIA GPU)",
+    "jax": "pip install jax (jax[cuda13] or jax[cuda12] on an NVIDIA GPU)",
+}
+if BACKEND not in INSTALL:
+    raise SystemExit(f"error: KERAS_BACKEND={BACKEND!r} is not a backend this pipeline runs on; "
+                     f"unset it (TensorFlow) or set it to one of {sorted(INSTALL)}")
+
+
+class TensorFlowHidden:
+    """Keras on JAX still imports TensorFlow wherever it is installed, to seed it and to look for its tensors
+    when it serialises a layer: seconds of start-up and, on a GPU, its memory, for nothing. Hidden, it reads
+    as not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError("TensorFlow is hidden from a process that runs Keras on JAX", name=name)
+
+
+if BACKEND == "jax":
+    sys.meta_path.insert(0, TensorFlowHidden())
+    # XLA on a GPU picks the fastest of several reduction orders unless told otherwise: same images, other bytes.
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+    # Building a model on JAX compiles each initialiser and layer on its own, hundreds of small compilations
+    # that JAX caches on disk only when asked: a second predict then starts in a third of the time
+    # (benchmarks/README.md#figures-behind-choices-in-the-code). KERAS_HOME is set by stages/__init__.py.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ["KERAS_HOME"], "jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 @contextmanager
@@ -39,27 +68,54 @@ def native_stderr_held():
             os.close(saved)
 
 
+@contextmanager
+def extras_hidden():
+    # A None in sys.modules makes `import sklearn` raise ImportError, which Keras takes as "not installed".
+    hidden = [name for name in OPTIONAL_EXTRAS if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden, None))
+    try:
+        yield
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+
+
+def backend_missing(error: ImportError) -> SystemExit:
+    return SystemExit(f"error: Keras on {BACKEND} needs {error.name}, which is not installed: {INSTALL[BACKEND]}")
+
+
 # Every start says that oneDNN is on, which CPU instructions it was not built for, and, on a machine with no
 # NVIDIA device, that it found no CUDA driver: nothing to act on. With an NVIDIA device and no GPU found, the
 # same lines say why, and are shown.
-with native_stderr_held() as start_up:
-    # A None in sys.modules makes `import sklearn` raise ImportError, which Keras takes as "not installed".
-    _hidden = [name for name in OPTIONAL_EXTRAS if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(_hidden, None))
+with native_stderr_held() as start_up, extras_hidden():
     try:
         import keras
-        import tensorflow as tf
-    finally:
-        for name in _hidden:
-            del sys.modules[name]
-    gpus_found = tf.config.list_physical_devices("GPU")  # CUDA is probed once, here
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+            gpus_found = tf.config.list_physical_devices("GPU")  # CUDA is probed once, here
+    except ImportError as error:
+        if error.name not in ("tensorflow", "jax", "jaxlib"):
+            raise
+        raise backend_missing(error) from None
     start_up.seek(0)
     start_up_lines = start_up.read()
-if glob.glob("/dev/nvidia[0-9]*") and not gpus_found:
+if BACKEND == "tensorflow" and glob.glob("/dev/nvidia[0-9]*") and not gpus_found:
     os.write(2, start_up_lines)
+if BACKEND == "jax":
+    # Said at every start on a machine without a TPU: nothing to act on.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+if BACKEND == "tensorflow":
+    # Imported before the commands configure logging, TensorFlow gives its logger a handler of its own; with
+    # the commands' handler on the root logger, every TensorFlow warning would then be printed twice.
+    logging.getLogger("tensorflow").handlers.clear()
 
-# Imported before the commands configure logging, TensorFlow gives its logger a handler of its own; with the
-# commands' handler on the root logger, every TensorFlow warning would then be printed twice.
-logging.getLogger("tensorflow").handlers.clear()
 
-__all__ = ["keras", "tf"]
+def __getattr__(name: str):
+    # `from stages.lib.frameworks import tf` in a module that needs TensorFlow, in a process on JAX.
+    if name == "tf":
+        raise SystemExit("error: this command needs Keras on TensorFlow, but KERAS_BACKEND is jax; unset it, "
+                         "or use a command that runs on JAX (extract with extract.engine: jax, predict, evaluate)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BACKEND", "keras", "tf"]

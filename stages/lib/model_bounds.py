@@ -90,11 +90,14 @@ def variables_within(budget: int, path: Path):
     layers than its weights is refused before the memory is taken, not after."""
     Variable = keras.src.backend.common.variables.Variable  # every backend's variables are made by it
     validate_shape = Variable._validate_shape
-    made = 0
+    made, seen = 0, set()
 
     def counted(variable, shape):
         nonlocal made
         shape = validate_shape(variable, shape)
+        if id(variable) in seen:  # JAX's variables check their shape again when they take their value
+            return shape
+        seen.add(id(variable))
         made += math.prod(shape) * 4  # float32; narrower types only leave more room
         if made > budget:
             raise TooLarge(f"{shown(path)} asks for more variables than its weights fill ({made:,} bytes past "

@@ -20,7 +20,9 @@ SOURCES = ("cifar10", "synthetic", "folder")
 # deterministic synthetic images, random weights, small sizes (at 224x224 the 60,000 synthetic images take 9 GB).
 OFFLINE_RUN = ("dvc exp run -S data.source=synthetic -S model.weights=none -S data.image_size=64 "
                "-S data.limit=2000 -S data.val_size=200")
-ENGINES = ("auto", "tensorflow", "xla", "openvino")  # stages/lib/engines.py runs them
+# stages/lib/engines.py runs them, each on Keras with this backend (stages/lib/engine_choice.py picks `auto`)
+ENGINE_BACKENDS = {"tensorflow": "tensorflow", "xla": "tensorflow", "openvino": "tensorflow", "jax": "jax"}
+ENGINES = ("auto", *ENGINE_BACKENDS)
 PRECISIONS = ("float32", "mixed")
 HEADS = ("mlp", "linear")  # stages/lib/heads.py fits the linear one
 NUM_CLASSES = 10  # CIFAR-10 and the synthetic set; a folder dataset has as many as it has class folders

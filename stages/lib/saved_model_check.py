@@ -30,7 +30,9 @@ def not_retracing(record: logging.LogRecord) -> bool:
 def saved_model_features(model: keras.Model, head_layer: str, images: np.ndarray) -> np.ndarray:
     """What the saved model's backbone makes of raw images: the input of its head."""
     backbone = keras.Model(model.input, model.get_layer(head_layer).input)
-    if images.shape[1] > EAGER_CHECK_MAX_SIZE:
+    # Run eagerly, Keras on JAX compiles each operation on its own: hundreds of compilations, against one.
+    backbone.jit_compile = keras.backend.backend() == "jax"
+    if images.shape[1] > EAGER_CHECK_MAX_SIZE or backbone.jit_compile:
         return backbone.predict(images, verbose=0)
     tensorflow_log = logging.getLogger("tensorflow")
     tensorflow_log.addFilter(not_retracing)

@@ -1,0 +1,123 @@
+"""Keras on JAX beside TensorFlow: the jax engine's features agree with TensorFlow's and repeat their bytes,
+predict and evaluate give a TensorFlow-trained model's results, and none of them imports TensorFlow."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import extract, prepare
+from stages.lib import paths
+from stages.lib.classifier import load_classifier
+from stages.lib.models import build_backbone
+from stages.lib.params import load_params
+from stages.lib.prediction import predict
+from tests.helpers import EVALUATED_GROUP, run_python, run_stages, write_params
+
+pytestmark = [EVALUATED_GROUP, pytest.mark.slow]
+
+# The last line a probe prints: which frameworks a process on JAX has no business importing.
+LOADED = "print(sorted(m for m in ('tensorflow', 'openvino', 'dvclive') if m in sys.modules))"
+JAX = {"extract": {"engine": "jax"}}
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """One compilation cache for this module's processes on JAX, as one user's runs share theirs."""
+    return str(tmp_path_factory.mktemp("jax-cache"))
+
+
+def run_on_jax(cwd, code: str, cache: str) -> list[str]:
+    result = run_python(cwd, f"import sys; {code}; {LOADED}", KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    *printed, loaded = result.stdout.strip().splitlines()
+    assert loaded == "[]", f"imported on JAX: {loaded}"
+    return printed
+
+
+def relative_difference(features: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(features - reference).max() / np.abs(reference).max())
+
+
+def weights_file(backbone: str) -> str:
+    """The random backbone TensorFlow draws, as a weights file: `weights: none` draws other numbers on JAX."""
+    path = paths.WEIGHTS / f"{backbone}.weights.h5"
+    build_backbone(backbone, "none", 32, load_params().model.seed).save_weights(path)
+    return str(path)
+
+
+def test_jax_features_match_tensorflow(evaluated, jax_cache):
+    tensorflow = np.load(paths.features("train"))  # extracted with weights: none, seeded as below
+    write_params(evaluated, {**JAX, "model": {"weights": weights_file("densenet121")}})
+    run_on_jax(evaluated, "from stages import extract; extract.main()", jax_cache)
+    assert relative_difference(np.load(paths.features("train")), tensorflow) < 1e-4
+    timing = json.loads(paths.EXTRACT_TIMING.read_text())["extract"]
+    assert (timing["engine"], timing["device"]) == ("jax", "CPU")
+    assert json.loads(paths.FEATURES_INFO.read_text())["engine"] == "jax"
+
+
+def test_jax_features_match_tensorflow_on_a_second_backbone(workdir, jax_cache):
+    few = {"data": {"limit": 30, "val_size": 10}, "model": {"backbone": "resnet50"}}
+    write_params(workdir, few)
+    few["model"]["weights"] = weights_file("resnet50")
+    write_params(workdir, few)
+    run_stages(prepare, extract)
+    tensorflow = np.load(paths.features("test"))
+    write_params(workdir, {**few, **JAX})
+    run_on_jax(workdir, "from stages import extract; extract.main()", jax_cache)
+    assert relative_difference(np.load(paths.features("test")), tensorflow) < 1e-4
+
+
+def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evaluated, jax_cache):
+    images = evaluated / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index, (height, width) in enumerate([(32, 32), (40, 56), (90, 30)]):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(images / f"{index}.png")
+    model, classes, _ = load_classifier(paths.INFERENCE_MODEL)
+    on_tensorflow = predict(model, classes, sorted(images.iterdir()), top_k=len(classes))
+    shutil.rmtree(evaluated / "metrics")
+
+    printed = run_on_jax(evaluated, "from stages import predict, evaluate; "
+                                    "predict.main(['--json', '--top-k', '10', 'images']); evaluate.main()", jax_cache)
+    on_jax = json.loads("\n".join(printed))
+    assert [result["image"] for result in on_jax] == [str(path.relative_to(evaluated)) for path in
+                                                      sorted(images.iterdir())]
+    for expected, got in zip(on_tensorflow, on_jax):
+        expected = {top["class"]: top["probability"] for top in expected["top"]}
+        got = {top["class"]: top["probability"] for top in got["top"]}
+        assert got.keys() == expected.keys()
+        assert max(abs(got[name] - expected[name]) for name in expected) < 1e-5
+    check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
+    assert check["max_relative_feature_difference"] < 1e-5 and check["flipped"] == 0
+    assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > 0.4
+
+
+def test_a_missing_jax_is_one_line_naming_the_fix(evaluated):
+    write_params(evaluated, JAX)
+    result = run_python(evaluated, "import sys; sys.modules['jax'] = None; from stages import extract; extract.main()")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: Keras on jax needs jax, which is not installed: pip install jax (jax[cuda13] or jax[cuda12] on an "
+        "NVIDIA GPU)"]
+
+
+def test_the_jax_engine_in_a_process_already_on_tensorflow_says_to_run_it_alone(evaluated):
+    write_params(evaluated, JAX)
+    with pytest.raises(ValueError, match="extract.engine: jax needs Keras on jax, but this process already runs "
+                                         "it on tensorflow; run `python -m stages.extract` in a process of its own"):
+        run_stages(extract)
+
+
+def test_the_gpu_checks_dry_run_passes_on_the_cpu(tmp_path, jax_cache):
+    """The Python part of `bash benchmarks/gpu_check.sh --cpu`, smaller: two jax runs write the same bytes."""
+    reference = {"GPU_CHECK_REFERENCE": str(tmp_path / "reference"), "JAX_COMPILATION_CACHE_DIR": jax_cache}
+    for step in ("reference", "run"):
+        result = run_python(tmp_path, f"from benchmarks.gpu_check import main; import sys; "
+                                      f"sys.argv[1:] = ['{step}', '--images', '20', '--image-size', '32']; main()",
+                            **reference)
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "two float32 runs: byte-identical" in result.stdout
+    assert "largest relative difference 0 over 20 images" in result.stdout
+    assert result.stdout.strip().endswith("gpu_check: passed")
