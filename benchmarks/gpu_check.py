@@ -1,16 +1,15 @@
-"""The GPU check's measurements: extraction at 224x224 in float32 and mixed precision on each engine.
+"""The GPU check: the jax engine's extraction on the GPU, float32 and mixed, against torchvision on the same GPU.
 
-For each engine and precision, a process of its own extracts every split twice: images/s, and whether
-the two runs wrote the same bytes (float32) or features within evaluate's tolerance of each other
-(mixed). Then mixed against float32: the largest relative feature difference, and the test accuracy
-of the head trained on each. Runs the real stages on synthetic data in a temporary folder; on a
-machine without a GPU it runs the same checks on the CPU (small, with --images).
+    python -m benchmarks.gpu_check reference   here, beforehand: a backbone's weights and the CPU's float32
+                                               features of the first test images, into .gpu_check/
+    python -m benchmarks.gpu_check run         there: prepare, extract (float32 twice, then mixed), compare
+                                               with the reference, and torchvision's DenseNet-121 beside it
 
-    python -m benchmarks.gpu_check [--images 10000] [--engines tensorflow,xla] [--epochs 3]
+Both take --images (per split; at least 5,000 for the 10,000 images of a real check) and --image-size, and
+must be given the same. `run` runs the real stages on synthetic data in a temporary folder.
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -23,142 +22,144 @@ import numpy as np
 import yaml
 
 from stages.lib import paths
-from stages.lib.saved_model_check import FEATURE_TOLERANCE, relative_differences
 
 REPO = Path(__file__).resolve().parents[1]
+# The reference, carried to the GPU machine beside the wheels (elsewhere for a test).
+CARRIED = Path(os.environ.get("GPU_CHECK_REFERENCE", REPO / ".gpu_check"))
+WEIGHTS = CARRIED / "densenet121.weights.h5"
+REFERENCE = CARRIED / "cpu_features.npy"
+MADE_FOR = CARRIED / "made_for.json"  # the --images and --image-size the reference was computed for
+COMPARED = 256  # test images whose GPU features are held against the CPU's
 
 
-def write_params(folder: Path, images: int, epochs: int, backbone: str, engine: str = "tensorflow",
-                 precision: str = "float32") -> None:
+def write_params(work: Path, images: int, size: int, precision: str = "float32") -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(source="synthetic", image_size=224, limit=images, val_size=max(10, images // 10))
-    params["model"].update(backbone=backbone, weights="none")
-    params["extract"].update(engine=engine, precision=precision)
-    params["train"]["epochs"] = epochs
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params["data"].update(source="synthetic", image_size=size, limit=images, val_size=max(10, images // 10))
+    params["model"].update(backbone="densenet121", weights=f"weights/{WEIGHTS.name}")
+    params["extract"].update(engine="jax", precision=precision)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def stage(module: str, folder: Path, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=folder, env=env, capture_output=True,
-                            text=True)
+def stage(module: str, work: Path) -> float:
+    """`python -m module` in `work` on Keras's JAX backend; its wall time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "KERAS_BACKEND": "jax", "KERAS_HOME": str(work / "keras-home")}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", module], cwd=work, env=env, capture_output=True, text=True)
     if result.returncode:
-        raise SystemExit(f"{module} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
+        raise SystemExit(f"{module} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
-def extract_timed(out: str) -> None:
-    """In a process of its own: extract every split into `out`, print images/s of the extraction alone."""
-    from stages.lib.features import batch_starts, build_engine, extract_rows, prepared_images
-    from stages.lib.params import load_params
-
-    params = load_params()
-    engine, width, _ = build_engine(params, 224)
-    batch = params.extract.batch_size
-    engine(np.zeros((batch, 224, 224, 3), np.uint8))  # compile and warm up outside the timing
-    images, start = prepared_images(), time.perf_counter()
-    extract_rows(engine, width, images, batch, batch_starts(len(images), batch), Path(out))
-    print(json.dumps({"images": len(images), "images_per_s": len(images) / (time.perf_counter() - start)}))
-
-
-def features(folder: Path) -> dict[str, np.ndarray]:
-    return {split: np.load(folder / f"{split}.npy") for split in paths.SPLITS}
-
-
-def largest_difference(features_a: dict, features_b: dict) -> float:
-    return max(float(relative_differences(features_a[s], features_b[s]).max()) for s in paths.SPLITS)
-
-
-def test_accuracy(work: Path, extracted: Path, images: int, epochs: int, backbone: str, precision: str) -> float:
-    """The head trained and evaluated on features extracted at `precision`."""
-    shutil.rmtree(work / paths.FEATURES, ignore_errors=True)
-    shutil.copytree(extracted, work / paths.FEATURES)
-    info = {"enabled": True, "image_size": 224, "backbone": backbone, "weights": "none", "seed": 42,
-            "engine": "tensorflow", "precision": precision, "batch_size": 64}
-    (work / paths.FEATURES_INFO).write_text(json.dumps(info))
-    write_params(work, images, epochs, backbone, precision=precision)
-    stage("stages.train", work)
-    stage("stages.evaluate", work)
-    return json.loads((work / paths.METRICS_FILE).read_text())["accuracy"]
-
-
-def precisions() -> list[str]:
-    from stages.lib.engines import cpu_has_bfloat16, gpu_available
-
-    if gpu_available() or cpu_has_bfloat16():
-        return ["float32", "mixed"]
-    print("no GPU and no bfloat16 instructions on this CPU: float32 only")
-    return ["float32"]
-
-
-def two_runs(work: Path, engine: str, precision: str) -> tuple[Path, bool]:
-    """Extract twice with one engine and precision: print both speeds and whether the runs agree."""
-    speeds = []
-    for attempt in (1, 2):
-        out = work / f"{engine}-{precision}-{attempt}"
-        out.mkdir()
-        measured = json.loads(stage("benchmarks.gpu_check", work, "--extract-into", str(out)))
-        speeds.append(measured["images_per_s"])
-    first, second = features(work / f"{engine}-{precision}-1"), features(work / f"{engine}-{precision}-2")
-    if precision == "float32":
-        same = all(np.array_equal(first[s], second[s]) for s in paths.SPLITS)
-        verdict = "byte-identical" if same else "DIFFERENT BYTES"
-    else:
-        difference = largest_difference(first, second)
-        same = difference <= FEATURE_TOLERANCE["mixed"]
-        verdict = f"within {difference:.2g} of each other (tolerance {FEATURE_TOLERANCE['mixed']})"
-    print(f"{engine:>10} {precision:>7}: {speeds[0]:8.1f} and {speeds[1]:8.1f} images/s; two runs {verdict}")
-    return work / f"{engine}-{precision}-1", same
-
-
-def mixed_agrees(work: Path, float32: Path, mixed: Path, images: int, epochs: int, backbone: str) -> bool:
-    """Mixed-precision features near float32 ones, and the head's test accuracy on them within noise."""
-    difference = largest_difference(features(mixed), features(float32))
-    accuracy = {p: test_accuracy(work, folder, images, epochs, backbone, p) for p, folder in
-                (("float32", float32), ("mixed", mixed))}
-    test_count = len(np.load(work / paths.labels("test"), mmap_mode="r"))
-    p = accuracy["float32"]
-    tolerance = 2 * math.sqrt(2 * p * (1 - p) / test_count) + 1 / test_count  # two standard errors of a difference
-    agrees = difference <= FEATURE_TOLERANCE["mixed"] and abs(accuracy["mixed"] - p) <= tolerance
-    print(f"mixed vs float32 (tensorflow): largest relative feature difference {difference:.3g} (tolerance "
-          f"{FEATURE_TOLERANCE['mixed']}); test accuracy {accuracy['mixed']:.4f} vs {p:.4f} on {test_count} "
-          f"images (tolerance {tolerance:.4f}): {'agrees' if agrees else 'DISAGREES'}")
-    return agrees
-
-
-def check(images: int, engines: list[str], epochs: int, backbone: str) -> bool:
-    from stages.lib.engines import gpu_available
-
-    print(f"device: {'GPU' if gpu_available() else 'CPU (no GPU found)'}; {images} synthetic images per split "
-          f"at 224x224, {backbone} (random weights)")
+def prepared(images: int, size: int) -> Path:
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
-    write_params(work, images, epochs, backbone)
-    stage("stages.prepare", work)
-    ok, runs = True, {}
-    for engine in engines:
-        for precision in precisions():
-            write_params(work, images, epochs, backbone, engine, precision)
-            runs[engine, precision], same = two_runs(work, engine, precision)
-            ok &= same
-    if ("tensorflow", "mixed") in runs:
-        ok &= mixed_agrees(work, runs["tensorflow", "float32"], runs["tensorflow", "mixed"], images, epochs, backbone)
+    (work / "weights").mkdir()
+    shutil.copy(WEIGHTS, work / "weights")
+    write_params(work, images, size)
+    seconds = stage("stages.check", work) + stage("stages.prepare", work)
+    print(f"prepare: {seconds:.1f} s")
+    return work
+
+
+def reference(images: int, size: int) -> None:
+    """Here: weights drawn once, and the CPU's float32 features of the first test images with them."""
+    from stages.lib.models import build_backbone, image_model
+
+    CARRIED.mkdir(exist_ok=True)
+    build_backbone("densenet121", "none", size, seed=0).save_weights(WEIGHTS)
+    from stages.lib.engines import compile_engine  # after Keras: on JAX
+
+    work = prepared(images, size)
+    test_images = np.load(work / paths.images("test"), mmap_mode="r")[:COMPARED]
+    backbone = build_backbone("densenet121", str(WEIGHTS), size, seed=0)
+    extractor = image_model("densenet121", backbone, size, input_size=size)
+    np.save(REFERENCE, compile_engine(extractor, "jax", "float32")(np.asarray(test_images)))
+    MADE_FOR.write_text(json.dumps({"images": images, "image_size": size}))
+    shutil.rmtree(work)
+    print(f"reference: {WEIGHTS.stat().st_size / 2**20:.1f} MiB of weights and the features of {len(test_images)} "
+          f"test images in {CARRIED}")
+
+
+def extracted(work: Path, precision: str, images: int, size: int, keep: str) -> dict:
+    write_params(work, images, size, precision)
+    wall = stage("stages.extract", work)
+    timing = json.loads((work / paths.EXTRACT_TIMING).read_text())["extract"]
+    shutil.copytree(work / paths.FEATURES, work / keep)
+    print(f"extract {precision:>7} on {timing['device']}: {timing['images_per_second']:8.1f} images/s after the "
+          f"first batch; {wall:.1f} s for the whole stage ({timing['images']} images)")
+    return timing
+
+
+def anchor(batch_size: int, size: int, batches: int, bfloat16: bool) -> float | None:
+    """torchvision's DenseNet-121 (random weights), features and average pooling, channels-last, on uint8
+    batches from the host as the stage gets them: images/s."""
+    try:
+        import torch
+        import torchvision
+    except ImportError:
+        print("anchor: torchvision is not installed here; skipped")
+        return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # float32 is float32
+    model = torchvision.models.densenet121().features.to(device, memory_format=torch.channels_last).eval()
+    host = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8).pin_memory() \
+        if device == "cuda" else torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=bfloat16):
+            images = host.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+            pooled = torch.nn.functional.adaptive_avg_pool2d(torch.relu(model(images / 255)), 1).flatten(1)
+            pooled.float().cpu()
+
+    run()
+    start = time.perf_counter()
+    for _ in range(batches):
+        run()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def check(images: int, size: int) -> bool:
+    from stages.lib.saved_model_check import FEATURE_TOLERANCE, relative_differences
+
+    if json.loads(MADE_FOR.read_text()) != {"images": images, "image_size": size}:
+        raise SystemExit(f"{CARRIED} holds the reference for {MADE_FOR.read_text()}; make it again for --images "
+                         f"{images} --image-size {size} (bash benchmarks/gpu_check.sh --fetch)")
+    work = prepared(images, size)
+    float32 = extracted(work, "float32", images, size, "float32-1")
+    extracted(work, "float32", images, size, "float32-2")
+    same = all((work / "float32-1" / name).read_bytes() == (work / "float32-2" / name).read_bytes()
+               for name in os.listdir(work / "float32-1"))
+    print(f"two float32 runs: {'byte-identical' if same else 'DIFFERENT BYTES'}")
+    gpu = np.load(work / "float32-1" / paths.features("test").name, mmap_mode="r")[:COMPARED]
+    difference = float(relative_differences(gpu, np.load(REFERENCE)).max())
+    close = difference <= FEATURE_TOLERANCE["float32"]
+    print(f"float32 on {float32['device']} against the CPU reference: largest relative difference "
+          f"{difference:.3g} over {len(gpu)} images (tolerance {FEATURE_TOLERANCE['float32']})")
+    rates = {"float32": float32["images_per_second"]}
+    if float32["device"] == "GPU":
+        rates["mixed"] = extracted(work, "mixed", images, size, "mixed")["images_per_second"]
+    batch_size = yaml.safe_load((work / "params.yaml").read_text())["extract"]["batch_size"]
+    for precision, rate in rates.items():
+        torch_rate = anchor(batch_size, size, max(3, min(50, images // batch_size)), precision == "mixed")
+        if torch_rate:
+            print(f"{precision}: ours {rate:.1f} images/s, torchvision {torch_rate:.1f} images/s: "
+                  f"{rate / torch_rate:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
-    print("gpu_check:", "all checks passed" if ok else "SOME CHECKS FAILED")
-    return ok
+    print("gpu_check:", "passed" if same and close else "FAILED")
+    return same and close
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000, help="synthetic images per split (a limit)")
-    parser.add_argument("--engines", default="tensorflow,xla", help="comma-separated extract.engine values")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of the head for the accuracy comparison")
-    parser.add_argument("--backbone", default="densenet121", help="model.backbone")
-    parser.add_argument("--extract-into", help=argparse.SUPPRESS)  # one timed extraction, in its own process
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["reference", "run"])
+    parser.add_argument("--images", type=int, default=5000, help="synthetic images per split (data.limit)")
+    parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
-    if args.extract_into:
-        extract_timed(args.extract_into)
-        return
-    sys.exit(0 if check(args.images, args.engines.split(","), args.epochs, args.backbone) else 1)
+    os.environ["KERAS_BACKEND"] = "jax"  # all of it, as on the GPU machine, which has no TensorFlow
+    if args.step == "reference":
+        reference(args.images, args.image_size)
+    else:
+        sys.exit(0 if check(args.images, args.image_size) else 1)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# The GPU check, at most 8 minutes on one NVIDIA GPU: TensorFlow's GPU build, the fast test tier on
-# the GPU, then extraction at 224x224 in float32 and mixed precision (python -m benchmarks.gpu_check).
-# Without an NVIDIA GPU it runs the same parts on the CPU, small:  bash benchmarks/gpu_check.sh
-set -uo pipefail
+# The GPU check, for a GPU machine with no network and no TensorFlow: Python 3.12 with JAX (CUDA), PyTorch and
+# torchvision. Keras and the little else the stages need travel as wheels (benchmarks/gpu_wheels.txt).
+#   bash benchmarks/gpu_check.sh --fetch   here, with pip's index: the wheels into .whl/, the reference into .gpu_check/
+#   bash benchmarks/gpu_check.sh           there, carrying .whl and .gpu_check: one call of at most 8 minutes
+#   bash benchmarks/gpu_check.sh --cpu     here: the same steps on the CPU, small, in a venv without TensorFlow
+set -euo pipefail
 cd "$(dirname "$0")/.."
-start=$SECONDS
-failed=0
+images=5000 size=224  # 5,000 per split: over 10,000 images through extract
 
-[ -d .venv ] || python3 -m venv .venv
-. .venv/bin/activate
-pip install --quiet --upgrade pip
-pip install --quiet -r requirements-dev.txt
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L; then
-    pip install --quiet "tensorflow[and-cuda]>=2.20,<2.22"  # the same release range as requirements.txt
-    images=5000 workers=6 engines=tensorflow,xla  # 5,000 per split: 10,000 images through extract
-else
-    echo "no NVIDIA GPU: the CPU-only parts, small"
-    images=150 workers=2 engines=tensorflow
-fi
-export TF_FORCE_GPU_ALLOW_GROWTH=true  # the test workers share one GPU
-python -c "import tensorflow as tf; print('TensorFlow', tf.__version__, 'GPUs:', tf.config.list_physical_devices('GPU'))"
-echo "install: $((SECONDS - start)) s"
-
-timeout 300 python -m pytest -m "not slow" -n "$workers" -q -p no:randomly --durations=5 || failed=1
-echo "fast tier: $((SECONDS - start)) s"
-
-timeout 300 python -m benchmarks.gpu_check --images "$images" --engines "$engines" || failed=1
-echo "gpu_check: $((SECONDS - start)) s in all; $([ $failed = 0 ] && echo passed || echo FAILED)"
-exit $failed
+case "${1:-}" in
+--fetch)
+    rm -rf .whl && python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl -r benchmarks/gpu_wheels.txt
+    python -m benchmarks.gpu_check reference --images "$images" --image-size "$size"
+    du -sh .whl .gpu_check
+    ;;
+--cpu)
+    images=40 size=64
+    venv=$(mktemp -d)/venv
+    python3 -m venv "$venv" && . "$venv/bin/activate"
+    pip install --quiet -r benchmarks/gpu_wheels.txt "jax[cpu]" numpy pyyaml pillow h5py tqdm filelock ml_dtypes scikit-learn
+    python -c "import importlib.util as u; assert not u.find_spec('tensorflow'); print('no TensorFlow here')"
+    python -m benchmarks.gpu_check reference --images "$images" --image-size "$size"
+    python -m benchmarks.gpu_check run --images "$images" --image-size "$size"
+    ;;
+*)
+    start=$SECONDS
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+    nvidia-smi -L
+    python3 -c "import jax; print('JAX', jax.__version__, jax.devices())"
+    timeout 420 python3 -m benchmarks.gpu_check run --images "$images" --image-size "$size"
+    echo "gpu_check.sh: $((SECONDS - start)) s"
+    ;;
+esac
