@@ -94,13 +94,21 @@ def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evalu
     assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > 0.4
 
 
-def test_a_missing_jax_is_one_line_naming_the_fix(evaluated):
+def test_a_missing_jax_or_tensorflow_is_one_line_naming_the_fix(evaluated):
     write_params(evaluated, JAX)
     result = run_python(evaluated, "import sys; sys.modules['jax'] = None; from stages import extract; extract.main()")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
         "error: Keras on jax needs jax, which is not installed: pip install jax (jax[cuda13] or jax[cuda12] on an "
-        "NVIDIA GPU)"]
+        "NVIDIA GPU)"])
+    result = run_python(evaluated, "import sys; sys.modules['tensorflow'] = None; from stages import train; train.main()")
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "error: Keras on tensorflow needs tensorflow, which is not installed: pip install tensorflow "
+        "(tensorflow[and-cuda] on an NVIDIA GPU); extract.engine: jax, predict and evaluate also run on JAX "
+        "(KERAS_BACKEND=jax)"])
+    result = run_python(evaluated, "from stages import export; export.main([])", KERAS_BACKEND="jax")
+    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [
+        "error: this command needs Keras on TensorFlow, but KERAS_BACKEND is jax; unset it, or use a command that "
+        "runs on JAX (extract with extract.engine: jax, predict, evaluate)"])
 
 
 def test_the_jax_engine_in_a_process_already_on_tensorflow_says_to_run_it_alone(evaluated):

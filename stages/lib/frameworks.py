@@ -81,7 +81,10 @@ def extras_hidden():
 
 
 def backend_missing(error: ImportError) -> SystemExit:
-    return SystemExit(f"error: Keras on {BACKEND} needs {error.name}, which is not installed: {INSTALL[BACKEND]}")
+    other = "; extract.engine: jax, predict and evaluate also run on JAX (KERAS_BACKEND=jax)" \
+        if BACKEND == "tensorflow" else ""
+    missing = error.name.split(".")[0]
+    return SystemExit(f"error: Keras on {BACKEND} needs {missing}, which is not installed: {INSTALL[BACKEND]}{other}")
 
 
 # Every start says that oneDNN is on, which CPU instructions it was not built for, and, on a machine with no
@@ -94,7 +97,7 @@ with native_stderr_held() as start_up, extras_hidden():
             import tensorflow as tf
             gpus_found = tf.config.list_physical_devices("GPU")  # CUDA is probed once, here
     except ImportError as error:
-        if error.name not in ("tensorflow", "jax", "jaxlib"):
+        if (error.name or "").split(".")[0] not in ("tensorflow", "jax", "jaxlib"):
             raise
         raise backend_missing(error) from None
     start_up.seek(0)
