@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.helpers import copy_repo, dvc, run_stages, write_params
+from tests.helpers import SMALL, copy_repo, dvc, run_stages, write_params
 
 
 def pytest_collection_modifyitems(items):
@@ -81,6 +81,26 @@ def extracted_once(tmp_path_factory):
 def extracted(extracted_once, workdir):
     """A workdir whose data/prepared and data/features hold the tiny params' outputs."""
     shutil.copytree(extracted_once, workdir / "data")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory):
+    """The SMALL params' prepare + extract (TensorFlow), once per worker: cheaper than copying across workers."""
+    from stages import extract, prepare
+
+    folder = tmp_path_factory.mktemp("small")
+    write_params(folder, SMALL)
+    with contextlib.chdir(folder):
+        run_stages(prepare, extract)
+    return folder / "data"
+
+
+@pytest.fixture
+def small(small_prepared, workdir):
+    """A workdir with the small prepared set and its TensorFlow features."""
+    write_params(workdir, SMALL)
+    shutil.copytree(small_prepared, workdir / "data")
     return workdir
 
 
