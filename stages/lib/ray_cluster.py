@@ -39,7 +39,7 @@ def connect() -> float:
     context.print_on_execution_start = False
     context.raise_original_map_exception = True  # the task's own error and message, not "UDF failed"
     for handler in logging.getLogger("ray.data").handlers:  # its log file keeps what the console no longer shows
-        if isinstance(handler, logging.StreamHandler):
+        if isinstance(handler, logging.StreamHandler) and type(handler).__module__.startswith("ray."):  # not ours
             handler.setLevel(logging.CRITICAL)  # a failed task's traceback: the stage says it in one line
     return time.perf_counter() - started
 
