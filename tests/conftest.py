@@ -125,12 +125,16 @@ def evaluated(evaluated_once, workdir):
     return workdir
 
 
+def reproduce(folder: Path) -> None:
+    repo = copy_repo(folder / "repo")
+    (folder / "repro.log").write_text(dvc(repo, "repro", with_stderr=True))  # beside the repo: not in git
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it."""
-    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
-    (repo.parent / "repro.log").write_text(dvc(repo, "repro", with_stderr=True))  # beside the repo: not in git
-    return repo
+    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it: most
+    run in one worker (REPRODUCED_GROUP), the Ray runner's in another."""
+    return made_once_per_run(tmp_path_factory, "reproduced", reproduce) / "repo"
 
 
 @pytest.fixture

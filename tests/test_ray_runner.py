@@ -15,7 +15,7 @@ from stages.lib.ray_cluster import SHARED_VARIABLE
 from stages.lib.ray_extract import EXIT_VARIABLE, checked
 from stages.lib.ray_reads import cache_mark, readable_cache
 from stages.lib.runners import ADDRESS_VARIABLE
-from tests.helpers import REPRODUCED_GROUP, SMALL, dvc, run_module, run_stages, write_params
+from tests.helpers import SMALL, dvc, run_module, run_stages, write_params
 from tests.test_own_images import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_a_ray_address_where_nothing_listens_fails_in_one_line_within_seconds(sm
         "the cluster (ray start --head) or unset RAY_ADDRESS to run in this process"], result.stderr
 
 
-@REPRODUCED_GROUP
+@TWO_NODES  # not REPRODUCED_GROUP, the suite's longest
 def test_extract_on_a_local_ray_leaves_dvc_nothing_to_rerun(reproduced_repo):
     result = run_module("stages.extract", reproduced_repo, env={ADDRESS_VARIABLE: "local"})
     assert result.returncode == 0, result.stderr
