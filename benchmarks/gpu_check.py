@@ -85,7 +85,7 @@ def extracted(work: Path, precision: str, images: int, size: int, keep: str) -> 
     wall = stage("stages.extract", work)
     timing = json.loads((work / paths.EXTRACT_TIMING).read_text())["extract"]
     shutil.copytree(work / paths.FEATURES, work / keep)
-    print(f"extract {precision:>7} on {timing['device']}: {timing['images_per_second']:8.1f} images/s after the "
+    print(f"extract {precision:>7} on {timing['devices'][0]}: {timing['images_per_second']:8.1f} images/s after the "
           f"first batch; {wall:.1f} s for the whole stage ({timing['images']} images)")
     return timing
 
@@ -133,10 +133,10 @@ def check(images: int, size: int) -> bool:
     gpu = np.load(work / "float32-1" / paths.features("test").name, mmap_mode="r")[:COMPARED]
     difference = float(relative_differences(gpu, np.load(REFERENCE)).max())
     close = difference <= FEATURE_TOLERANCE["float32"]
-    print(f"float32 on {float32['device']} against the CPU reference: largest relative difference "
+    print(f"float32 on {float32['devices'][0]} against the CPU reference: largest relative difference "
           f"{difference:.3g} over {len(gpu)} images (tolerance {FEATURE_TOLERANCE['float32']})")
     rates = {"float32": float32["images_per_second"]}
-    if float32["device"] == "GPU":
+    if float32["devices"][0].startswith("GPU"):
         rates["mixed"] = extracted(work, "mixed", images, size, "mixed")["images_per_second"]
     batch_size = yaml.safe_load((work / "params.yaml").read_text())["extract"]["batch_size"]
     for precision, rate in rates.items():

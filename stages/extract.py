@@ -1,6 +1,6 @@
 """Stage 2: run every cached image once through the frozen backbone and keep its pooled features.
 
-To spread this over hosts or GPUs, see `python -m stages.shards`.
+With RAY_ADDRESS set, Ray Data spreads it over a cluster's GPUs or CPUs (stages/lib/runners.py).
 """
 import logging
 import time
@@ -12,6 +12,7 @@ from stages.lib.engine_choice import resolve, use_backend_of
 from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
 from stages.lib.params import Params
+from stages.lib.runners import IN_PROCESS, ray_address
 
 log = logging.getLogger("extract")
 
@@ -28,11 +29,19 @@ def extract(params: Params) -> None:
     with atomic_directory(paths.FEATURES) as out:
         recipe = {"image_size": image_size}
         if params.extract.enabled:
-            recipe = extract_splits(params, image_size, out, timing)
+            recipe = runner()(params, image_size, out, timing)
         else:
             log.info("extract.enabled is false: train will run images through the backbone every epoch")
         write_json(paths.info(out), {"enabled": params.extract.enabled, **recipe})
     write_json(paths.EXTRACT_TIMING, {"extract": timing})  # extract.seconds, not a bare seconds, in `dvc exp show`
+
+
+def runner():
+    if ray_address():
+        from stages.lib.ray_extract import extract_on_ray  # imports Ray: only when asked for
+
+        return extract_on_ray
+    return extract_splits
 
 
 class FirstCallTimer:
@@ -54,19 +63,19 @@ def extract_splits(params: Params, image_size: int, out: Path, timing: dict) -> 
     images_per_second is the rate after the first batch (the engine's own rate, inside the pipeline),
     seconds everything after building the engine."""
     # Imported here, once the engine has chosen Keras's backend: Keras reads it when first imported.
-    from stages.lib.features import batch_starts, build_engine, device, engine_batch_size, extract_rows, \
-        prepared_images
+    from stages.lib.engines import device
+    from stages.lib.features import build_engine, engine_batch_size, extract_rows, prepared_images
 
     started = time.perf_counter()
     engine, width, recipe = build_engine(params, image_size)
     built, timed_engine = time.perf_counter(), FirstCallTimer(engine)
     images = prepared_images()
     batch_size = engine_batch_size(params.extract.batch_size, len(images))
-    extract_rows(timed_engine, width, images, batch_size, batch_starts(len(images), batch_size), out)
+    extract_rows(timed_engine, width, images, batch_size, out)
     seconds, first_seconds = time.perf_counter() - built, timed_engine.first_seconds or 0.0
     later_images = len(images) - min(batch_size, len(images))  # after the first batch
     rate = later_images / (seconds - first_seconds) if later_images else 0.0
-    timing |= {"engine": recipe["engine"], "device": device(), "images": len(images),
+    timing |= {**IN_PROCESS, "engine": recipe["engine"], "devices": [device()], "images": len(images),
                "build_seconds": built - started, "first_batch_seconds": first_seconds,
                "seconds": seconds, "images_per_second": rate}
     return recipe

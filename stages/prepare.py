@@ -14,12 +14,11 @@ from stages.lib.fast_exit import end_process
 from stages.lib.datasets import ImageFiles
 from stages.lib.images import read_image
 from stages.lib.params import Params
-from stages.lib.resizing import resize_bilinear
+from stages.lib.resizing import RESIZE_CHUNK, cached_pixels
+from stages.lib.runners import ray_address
 from stages.lib.sources import load_source, split_source
 
 log = logging.getLogger("prepare")
-
-RESIZE_CHUNK = 32  # images resized at a time: bounds memory at 224x224 to ~20 MB of float32
 
 
 def same_size_batches(chunk: np.ndarray | ImageFiles) -> Iterator[np.ndarray]:
@@ -34,10 +33,17 @@ def write_resized(images: np.ndarray | ImageFiles, size: int, path: Path) -> Non
     """Resize in chunks, each appended to the .npy as it comes, never holding the split as float32."""
     with RowWriter(path, (len(images), size, size, 3), np.uint8) as cache:
         for start in tqdm(range(0, len(images), RESIZE_CHUNK), desc=f"resize {path.name}", disable=None):
-            batches = same_size_batches(images[start:start + RESIZE_CHUNK])
-            # The saved model's resize layer computes the same floats: cached and in-model resizing agree.
-            resized = np.concatenate([resize_bilinear(batch, size, size) for batch in batches])
-            cache.append(np.clip(np.rint(resized), 0, 255).astype(np.uint8))
+            cache.append(cached_pixels(same_size_batches(images[start:start + RESIZE_CHUNK]), size))
+
+
+def writer(images: np.ndarray | ImageFiles):
+    """Ray's for image files when RAY_ADDRESS is set. Arrays (CIFAR-10's archive, the synthetic set) are decoded
+    in this process already: a task would only resize them, and its output travel back all the same."""
+    if ray_address() and isinstance(images, ImageFiles):
+        from stages.lib.ray_prepare import write_resized_on_ray  # imports Ray: only when asked for
+
+        return write_resized_on_ray
+    return write_resized
 
 
 def run(params: Params) -> None:
@@ -48,7 +54,7 @@ def run(params: Params) -> None:
              ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items()))
     with atomic_directory(paths.PREPARED) as out:
         for name, split in splits.items():
-            write_resized(split.images, data.image_size, paths.images(name, out))
+            writer(split.images)(split.images, data.image_size, paths.images(name, out))
             np.save(paths.labels(name, out), np.eye(len(source.classes), dtype=np.uint8)[split.labels])
         write_json(paths.info(out), {
             "source": data.source,

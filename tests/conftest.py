@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.helpers import copy_repo, dvc, run_stages, write_params
+from tests.helpers import SMALL, copy_repo, dvc, run_stages, write_params
 
 
 def pytest_collection_modifyitems(items):
@@ -85,6 +85,26 @@ def extracted(extracted_once, workdir):
 
 
 @pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory):
+    """The SMALL params' prepare + extract (TensorFlow), once per worker: cheaper than copying across workers."""
+    from stages import extract, prepare
+
+    folder = tmp_path_factory.mktemp("small")
+    write_params(folder, SMALL)
+    with contextlib.chdir(folder):
+        run_stages(prepare, extract)
+    return folder / "data"
+
+
+@pytest.fixture
+def small(small_prepared, workdir):
+    """A workdir with the small prepared set and its TensorFlow features."""
+    write_params(workdir, SMALL)
+    shutil.copytree(small_prepared, workdir / "data")
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def evaluated_once(extracted_once, tmp_path_factory):
     """The tiny params' train + evaluate on the shared features, run once."""
     from stages import evaluate, train
@@ -105,12 +125,16 @@ def evaluated(evaluated_once, workdir):
     return workdir
 
 
+def reproduce(folder: Path) -> None:
+    repo = copy_repo(folder / "repo")
+    (folder / "repro.log").write_text(dvc(repo, "repro", with_stderr=True))  # beside the repo: not in git
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it."""
-    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
-    (repo.parent / "repro.log").write_text(dvc(repo, "repro", with_stderr=True))  # beside the repo: not in git
-    return repo
+    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it: most
+    run in one worker (REPRODUCED_GROUP), the Ray runner's in another."""
+    return made_once_per_run(tmp_path_factory, "reproduced", reproduce) / "repo"
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ TINY = {
     "train": {"epochs": 5},
 }
 
+# Smaller still, for the engines' tests: 30 + 10 + 40 images in 5 batches of 16, the last padded.
+SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}
+
 # The synthetic classes through a random DenseNet-121: chance is 0.1, a working pipeline reaches 0.6-0.8.
 ABOVE_CHANCE = 0.45
 # For backbones weaker on them (a random VGG-16 reaches about 0.35): chance plus five binomial standard
@@ -88,9 +91,10 @@ def run_stages(*stages):
     return params
 
 
-def run_module(module: str, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m module` as a user would, from `cwd`, with the repo importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY}
+def run_module(module: str, cwd: Path, *args: str, timeout: float = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m module` as a user would, from `cwd`, with the repo importable (and `env` set)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **GIT_IDENTITY, **(env or {})}
     env.pop("PIPELINE_DEBUG", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,43 +1,19 @@
-"""Extraction engines agree with TensorFlow, and sharded extraction merges to the same bytes as one process."""
-import json
-import shutil
-
+"""Extraction engines agree with TensorFlow, and mixed precision stays in the extractor."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import extract, prepare, shards
+from stages import extract
 
 from stages.lib import paths
 from stages.lib import engine_choice, tf_engines
 from stages.lib.engine_choice import cpu_has_bfloat16, resolve
 from stages.lib.engines import gpu_available
 from stages.lib.models import build_backbone, image_model
-from stages.lib.params import load_params
-from tests.helpers import run_module, run_stages, write_params
+from tests.helpers import SMALL, run_stages, write_params
 
 pytestmark = pytest.mark.xdist_group("engines")  # one worker prepares the small set, once
-
-SMALL = {"data": {"limit": 40, "val_size": 10}, "extract": {"batch_size": 16}}  # 80 images, 5 batches
-
-
-@pytest.fixture(scope="session")
-def small_prepared(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("small")
-    write_params(folder, SMALL)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        run_stages(prepare, extract)
-    return folder / "data"
-
-
-@pytest.fixture
-def small(small_prepared, workdir):
-    """A workdir with the small prepared set and its TensorFlow features."""
-    write_params(workdir, SMALL)
-    shutil.copytree(small_prepared, workdir / "data")
-    return workdir
 
 
 def test_auto_takes_the_engine_measured_fastest_for_the_device(monkeypatch):
@@ -81,59 +57,6 @@ def test_xla_and_openvino_features_match_tensorflow(small):
         run_stages(extract)
         relative = np.abs(np.load(paths.features("train")) - reference).max() / np.abs(reference).max()
         assert relative < 1e-4, (engine, relative)
-
-
-def extract_both_shards() -> None:
-    params = load_params()
-    for index in range(2):
-        shards.extract_shard(params, index, 2)
-
-
-@pytest.mark.slow
-def test_two_shards_merge_to_the_bytes_of_one_process(small):
-    single = {split: paths.features(split).read_bytes() for split in paths.SPLITS}
-    shutil.rmtree(paths.FEATURES)
-    extract_both_shards()
-    merged = run_module("stages.shards", small, "--merge", "2")
-    assert merged.returncode == 0, merged.stderr
-    assert {split: paths.features(split).read_bytes() for split in paths.SPLITS} == single
-
-
-def merge_error() -> str:
-    with pytest.raises((ValueError, FileNotFoundError)) as error:
-        shards.merge_shards(load_params(), 2)
-    assert not paths.FEATURES.exists()
-    return str(error.value)
-
-
-@pytest.mark.slow
-def test_merging_shards_that_do_not_fit_is_refused(small):
-    shutil.rmtree(paths.FEATURES)
-    shards.extract_shard(load_params(), 0, 2)
-    assert merge_error().startswith("shard 1 of 2 is missing")
-    shards.extract_shard(load_params(), 1, 2)
-
-    write_params(small, {**SMALL, "model": {"seed": 7}})  # params.yaml changed after the shards were extracted
-    assert "extracted with other seed" in merge_error()
-    write_params(small, SMALL)
-    info_path, part_path = paths.info(paths.shard(1, 2)), paths.features("test", paths.shard(1, 2))
-    info, part = info_path.read_text(), np.load(part_path)
-
-    # 30 + 10 + 40 images in 5 batches of 16: shard 0 holds rows 0-47 of the run, shard 1 starts at test image 8.
-    assert json.loads(info)["first_rows"] == {"train": 30, "val": 10, "test": 8}
-    info_path.write_text(json.dumps({**json.loads(info), "first_rows": {"train": 30, "val": 10, "test": 7}}))
-    assert merge_error().startswith("shard 1 of 2 starts its test rows at 7, not at 8")
-    info_path.write_text(info)
-
-    np.save(part_path, part[:-1])
-    assert merge_error().startswith("the shards hold 39 test rows, but data/prepared has 40 test images")
-    np.save(part_path, part)
-
-    write_params(small, {**SMALL, "extract": {**SMALL["extract"], "engine": "openvino"}})
-    assert merge_error().startswith("shards were extracted by the tensorflow engine, but extract.engine is openvino")
-    write_params(small, SMALL)
-    shards.merge_shards(load_params(), 2)  # what was refused above, put right, merges
-    assert np.load(paths.features("test")).shape == (40, 1024)
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def test_jax_features_match_tensorflow(evaluated, jax_cache):
     run_on_jax(evaluated, "from stages import extract; extract.main()", jax_cache)
     assert relative_difference(np.load(paths.features("train")), tensorflow) < 1e-4
     timing = json.loads(paths.EXTRACT_TIMING.read_text())["extract"]
-    assert (timing["engine"], timing["device"]) == ("jax", "CPU")
+    assert (timing["engine"], timing["devices"][0][:8]) == ("jax", "CPU with")
     assert json.loads(paths.FEATURES_INFO.read_text())["engine"] == "jax"
 
 

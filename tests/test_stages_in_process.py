@@ -10,14 +10,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from stages import evaluate, prepare, train
+from stages import evaluate, extract, prepare, train
 
 from stages.lib import cifar10, paths, saved_model_check
 from stages.lib.atomic import sha256_of
 from stages.lib.batches import Batches
 from stages.lib.cache import RowReader, SplitRows
 from stages.lib.classifier import save_classifier
-from stages.lib.features import batch_starts, engine_batch_size, extract_rows
+from stages.lib.features import batch_starts, engine_batch_size, extract_rows, padded_batch, write_rows
 from stages.lib.fitting import fit
 from stages.lib.params import load_params
 from tests.helpers import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
@@ -194,35 +194,57 @@ def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
         run_stages(evaluate)
 
 
-def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
-    counts = {"train": 20, "val": 7, "test": 12}  # 39 images: 3 batches of 16, not 2 + 1 + 1 padded per split
-    first_image = {"train": 0, "val": 1000, "test": 2000}
+def test_without_ray_address_extract_runs_here_and_never_imports_ray(extracted, monkeypatch):
+    features = {split: paths.features(split).read_bytes() for split in paths.SPLITS}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # any `import ray` now fails
+    run_stages(extract)
+    assert json.loads(paths.EXTRACT_TIMING.read_text())["extract"]["runner"] == "in-process"
+    assert {split: paths.features(split).read_bytes() for split in paths.SPLITS} == features
+
+
+def split_runs(tmp_path, counts: dict[str, int]) -> SplitRows:
+    """Splits whose images are 2x2 pixels of one value, their number in the run plus 1000 per split."""
     images = {}
-    for split, count in counts.items():
-        rows = (first_image[split] + np.arange(count)).astype(np.uint16).repeat(4).reshape(count, 2, 2, 1)
+    for index, (split, count) in enumerate(counts.items()):
+        rows = (1000 * index + np.arange(count)).astype(np.uint16).repeat(4).reshape(count, 2, 2, 1)
         np.save(tmp_path / f"{split}.npy", rows)
         images[split] = RowReader(tmp_path / f"{split}.npy")
+    return SplitRows(images)
+
+
+def test_batches_run_across_split_ends_so_only_the_last_is_padded(tmp_path):
+    counts = {"train": 20, "val": 7, "test": 12}  # 39 images: 3 batches of 16, not 2 + 1 + 1 padded per split
     batches = []
 
     def engine(batch):  # the first pixel as the feature: which image went where
         batches.append(len(batch))
         return batch[:, 0, 0, :].astype(np.float32)
 
-    run = SplitRows(images)
+    run = split_runs(tmp_path, counts)
     batch_size = engine_batch_size(16, len(run))
     assert (batch_size, engine_batch_size(64, len(run))) == (16, 39)  # never more than all the images
     out = tmp_path / "features"
     out.mkdir()
-    assert extract_rows(engine, 1, run, batch_size, batch_starts(len(run), batch_size), out) == \
-        {"train": 0, "val": 0, "test": 0}
+    extract_rows(engine, 1, run, batch_size, out)
     assert batches == [16] * 3
-    for split, count in counts.items():
-        assert np.load(paths.features(split, out))[:, 0].tolist() == list(first_image[split] + np.arange(count))
-    # The second of two shards holds the last batch, which starts inside test: test's images 5 to 11.
-    assert extract_rows(engine, 1, run, 16, batch_starts(len(run), 16, 1, 2), out) == \
-        {"train": 20, "val": 7, "test": 5}
-    assert [len(np.load(paths.features(split, out))) for split in counts] == [0, 0, 7]
-    assert np.load(paths.features("test", out))[:, 0].tolist() == list(range(2005, 2012))
+    for index, (split, count) in enumerate(counts.items()):
+        assert np.load(paths.features(split, out))[:, 0].tolist() == list(1000 * index + np.arange(count))
+    assert padded_batch(run, 32, 16)[7:].max() == 0 and padded_batch(run, 32, 16)[6, 0, 0, 0] == 2011
+
+
+def test_rows_that_come_out_of_order_short_or_not_finite_are_refused(tmp_path):
+    """The checks a runner's batches pass (Ray's come from other processes): order, counts, finite values."""
+    run, out = split_runs(tmp_path, {"train": 20, "val": 7, "test": 12}), tmp_path / "features"
+    out.mkdir()
+    computed = {start: np.ones((16, 3), np.float32) for start in batch_starts(len(run), 16)}
+    with pytest.raises(ValueError, match="^extract: the batch of image 32 of the run came where image 16's was due"):
+        write_rows([(0, computed[0]), (32, computed[32])], 3, run, 16, out)
+    with pytest.raises(ValueError, match="test.npy: 0 rows written of 12$"):  # each split counted
+        write_rows([(0, computed[0])], 3, run, 16, out)
+    computed[16][9, 1] = np.nan  # row 25 of the run: val image 5
+    with pytest.raises(ValueError, match="^extract: the backbone gave non-finite features for val image 5;"):
+        write_rows(computed.items(), 3, run, 16, out)
 
 
 @EVALUATED_GROUP

@@ -72,6 +72,12 @@ class SplitRows:
                                for reader, own in zip(self.readers.values(), self.ranges.values())])
 
 
+def padded_batch(images: SplitRows, start: int, batch_size: int) -> np.ndarray:
+    """The engine's batch at `start`; the last one is padded: one input shape, so XLA and OpenVINO compile once."""
+    batch = images[start:start + batch_size]
+    return np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
+
+
 def within(row: int, rows: range) -> int:
     """`row` of a run as an index into `rows`, its part of the run: clipped to 0..len(rows)."""
     return min(max(row - rows.start, 0), len(rows))

@@ -5,8 +5,10 @@ Which is fastest depends on the backbone and the device, so it is measured (pyth
 not guessed: stages/lib/engine_choice.py resolves `extract.engine: auto`. Only the chosen engine's framework
 is imported: a process on JAX never imports TensorFlow.
 """
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from stages.lib.engine_choice import cpu_has_bfloat16
 from stages.lib.frameworks import BACKEND, keras
 
 Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float32 features out
+CPU_FEATURES = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}  # pick kernels
 
 
 def gpu_available() -> bool:
@@ -23,6 +26,35 @@ def gpu_available() -> bool:
         return jax.default_backend() == "gpu"
     from stages.lib.frameworks import tf
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def gpu_name() -> str | None:
+    """The GPU Keras's backend computes on, or None on a CPU."""
+    if BACKEND == "jax":
+        import jax
+        return jax.devices()[0].device_kind if jax.default_backend() == "gpu" else None
+    from stages.lib.frameworks import tf
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unnamed") if gpus else None
+
+
+def device() -> str:
+    """What decides an engine's bytes besides its inputs: the GPU, or the CPU's kernels' instructions."""
+    if name := gpu_name():
+        return f"GPU {name}"
+    flags = set(re.findall(r"\S+", re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[1]))
+    return f"CPU with {' '.join(sorted(flags & CPU_FEATURES)) or 'none of ' + ' '.join(sorted(CPU_FEATURES))}"
+
+
+def share_threads(threads: int) -> None:
+    """A worker process computing as another with `threads` threads does: XLA's CPU kernels split work by
+    the thread count, and so round differently. TensorFlow also takes a GPU's memory as it needs it."""
+    if BACKEND == "jax":
+        return  # XLA's CPU client takes its thread count from the process's CPUs, which Ray pins alike
+    from stages.lib.frameworks import tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
 
 
 def mixed_policy(engine: str) -> str:

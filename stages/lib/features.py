@@ -1,9 +1,10 @@
 """The frozen backbone's pooled features, computed batch by batch and written as they come.
 
-Shared by the extract stage and the shard tool, so one process and N shards compute the same bytes.
+Shared by the in-process run and Ray's (ray_extract.py), so both compute the same bytes.
 """
 import contextlib
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.lib import paths
-from stages.lib.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, within
+from stages.lib.cache import RowReader, RowWriter, SplitRows, first_non_finite_row, padded_batch, within
 from stages.lib.engine_choice import resolve
-from stages.lib.engines import Engine, compile_engine, gpu_available, precision_policy
+from stages.lib.engines import Engine, compile_engine, device, precision_policy
 from stages.lib.models import build_backbone, image_model
 from stages.lib.params import Params
 
@@ -32,12 +33,10 @@ def prepared_images() -> SplitRows:
     return SplitRows({split: RowReader(paths.images(split)) for split in paths.SPLITS})
 
 
-def batch_starts(count: int, batch_size: int, shard: int = 0, shards: int = 1) -> range:
-    """The first row of each batch in this shard: whole batches, so every image meets the engine
-    in the same batch, at the same position, however the work is split."""
-    starts = range(0, count, batch_size)
-    per_shard = -(-len(starts) // shards)
-    return starts[shard * per_shard:(shard + 1) * per_shard]
+def batch_starts(count: int, batch_size: int) -> range:
+    """The first row of each batch: whole batches, so every image meets the engine in the same batch, at the
+    same position, whichever runner computes it."""
+    return range(0, count, batch_size)
 
 
 def image_batches(images: SplitRows, batch_size: int, starts: range):
@@ -45,16 +44,11 @@ def image_batches(images: SplitRows, batch_size: int, starts: range):
 
     A thread, not tf.data's from_generator, whose machinery kept the engine waiting
     (benchmarks/README.md#figures-behind-choices-in-the-code).
-    The last batch is padded: one input shape, so XLA and OpenVINO compile once.
     """
-    def read(start: int) -> np.ndarray:
-        batch = images[start:start + batch_size]
-        return np.pad(batch, [(0, batch_size - len(batch))] + [(0, 0)] * 3)
-
     with ThreadPoolExecutor(1) as reader:
-        upcoming = [reader.submit(read, start) for start in starts[:1]]
+        upcoming = [reader.submit(padded_batch, images, start, batch_size) for start in starts[:1]]
         for following in starts[1:]:
-            upcoming.append(reader.submit(read, following))
+            upcoming.append(reader.submit(padded_batch, images, following, batch_size))
             yield upcoming.pop(0).result()
         yield from (batch.result() for batch in upcoming)
 
@@ -67,30 +61,34 @@ def split_pieces(computed: np.ndarray, start: int, ranges: dict[str, range]):
             yield split, first, computed[rows.start + first - start:rows.start + stop - start]
 
 
-def extract_rows(engine: Engine, width: int, images: SplitRows, batch_size: int, starts: range,
-                 out: Path) -> dict[str, int]:
-    """Features of the batches at `starts` into one file per split in `out`; returns the image each file
-    starts at. A NaN or infinite feature stops it, naming the image."""
-    first = starts[0] if starts else len(images)  # a shard may have no batch
-    stop = min(starts[-1] + batch_size, len(images)) if starts else len(images)
+def extract_rows(engine: Engine, width: int, images: SplitRows, batch_size: int, out: Path) -> None:
+    """Every image's features into one file per split in `out`."""
+    starts = batch_starts(len(images), batch_size)
+    computed = (engine(batch) for batch in image_batches(images, batch_size, starts))
+    write_rows(zip(starts, computed), width, images, batch_size, out)
+
+
+def write_rows(batches: Iterable[tuple[int, np.ndarray]], width: int, images: SplitRows, batch_size: int,
+               out: Path) -> None:
+    """Computed batches (first row, features), in order, into one file per split in `out`. A batch out of
+    order, a split left short, or a NaN or infinite feature stops it, naming the image."""
     with contextlib.ExitStack() as files, \
-            tqdm(total=stop - first, desc="extract", unit="img", disable=None) as progress:
-        writers = {split: files.enter_context(RowWriter(paths.features(split, out),
-                                                        (within(stop, rows) - within(first, rows), width), np.float32))
+            tqdm(total=len(images), desc="extract", unit="img", disable=None) as progress:
+        writers = {split: files.enter_context(RowWriter(paths.features(split, out), (len(rows), width), np.float32))
                    for split, rows in images.ranges.items()}
-        for start, batch in zip(starts, image_batches(images, batch_size, starts)):
-            computed = engine(batch)[:min(batch_size, len(images) - start)]
+        due = 0
+        for start, computed in batches:
+            if start != due:
+                raise ValueError(f"extract: the batch of image {start} of the run came where image {due}'s was due; "
+                                 f"run extract again")
+            computed = computed[:min(batch_size, len(images) - start)]
             for split, image, features in split_pieces(computed, start, images.ranges):
                 if (bad := first_non_finite_row(features)) is not None:
                     raise ValueError(f"extract: the backbone gave non-finite features for {split} image "
                                      f"{image + bad}; check model.weights, or set extract.precision: float32")
                 writers[split].append(features)
             progress.update(len(computed))
-    return {split: within(first, rows) for split, rows in images.ranges.items()}
-
-
-def device() -> str:
-    return "GPU" if gpu_available() else "CPU"
+            due = start + batch_size
 
 
 def build_engine(params: Params, image_size: int) -> tuple[Engine, int, dict]:

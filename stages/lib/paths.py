@@ -10,7 +10,6 @@ PARAMS_CHECKED = PREPARED.parent / "params_checked.json"
 WEIGHTS = Path("weights")  # local backbone weights files (model.weights), a dependency of extract and train
 
 FEATURES = Path("data/features")
-SHARDS = Path("data/shards")  # `python -m stages.shards --extract` output, merged into FEATURES by `--merge`
 
 MODELS = Path("models")
 INFERENCE_MODEL = MODELS / "cifar10.keras"
@@ -75,10 +74,6 @@ def labels(split: str, root: Path = PREPARED) -> Path:
 
 def features(split: str, root: Path = FEATURES) -> Path:
     return root / f"{split}.npy"
-
-
-def shard(index: int, count: int) -> Path:
-    return SHARDS / f"{index}-of-{count}"
 
 
 def export_record(folder: Path) -> Path:

@@ -11,7 +11,7 @@ from tensorflow.python.framework import config as framework_config
 MULTI_WORKER_UNSUPPORTED = (
     "train: TF_CONFIG describes {workers} workers, but Keras {keras} cannot train under "
     "MultiWorkerMirroredStrategy (keras-team/keras#20585); unset TF_CONFIG and train on one host "
-    "(spread extraction over hosts with `python -m stages.shards --extract I/N`)"
+    "(spread extraction over hosts with Ray: set RAY_ADDRESS)"
 )
 
 
