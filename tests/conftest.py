@@ -107,14 +107,15 @@ def small(small_prepared, workdir):
 @pytest.fixture(scope="session")
 def evaluated_once(extracted_once, tmp_path_factory):
     """The tiny params' train + evaluate on the shared features, run once."""
-    from stages import evaluate, train
+    def train_and_evaluate(folder: Path) -> None:
+        from stages import evaluate, train
 
-    folder = tmp_path_factory.mktemp("evaluated")
-    write_params(folder, {})
-    shutil.copytree(extracted_once, folder / "data")
-    with contextlib.chdir(folder):
-        run_stages(train, evaluate)
-    return folder
+        write_params(folder, {})
+        shutil.copytree(extracted_once, folder / "data")
+        with contextlib.chdir(folder):
+            run_stages(train, evaluate)
+
+    return made_once_per_run(tmp_path_factory, "evaluated", train_and_evaluate)
 
 
 @pytest.fixture
@@ -132,8 +133,7 @@ def reproduce(folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it: most
-    run in one worker (REPRODUCED_GROUP), the Ray runner's in another."""
+    """One `dvc repro` of the tiny pipeline in a repository copy, shared by the tests that start from it."""
     return made_once_per_run(tmp_path_factory, "reproduced", reproduce) / "repo"
 
 

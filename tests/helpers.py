@@ -42,13 +42,6 @@ GIT_IDENTITY = {
 }
 
 
-# Tests that start from the tiny train + evaluate run in one pytest-xdist worker, which makes it once.
-EVALUATED_GROUP = pytest.mark.xdist_group("evaluated")
-
-# Tests that start from one `dvc repro` run in one pytest-xdist worker, which makes it once.
-REPRODUCED_GROUP = pytest.mark.xdist_group("reproduced")
-
-
 def merged(base: dict, changes: dict) -> dict:
     result = {section: dict(values) for section, values in base.items()}
     for section, values in changes.items():

@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ABOVE_CHANCE, REPO, REPRODUCED_GROUP, dvc, dvc_env, stage_code
+from tests.helpers import ABOVE_CHANCE, REPO, dvc, dvc_env, stage_code
 
-pytestmark = [pytest.mark.slow, REPRODUCED_GROUP]
+pytestmark = pytest.mark.slow
 
 
 def edit_params(repo, section: str, key: str, value) -> None:

@@ -10,7 +10,7 @@ from stages import evaluate, extract, prepare, train
 from stages.lib import paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
-from tests.helpers import EVALUATED_GROUP, run_stages, saved_head_weights, saved_weights, write_params
+from tests.helpers import run_stages, saved_head_weights, saved_weights, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:
@@ -19,7 +19,6 @@ def val_accuracy_per_epoch() -> list[float]:
 
 
 @pytest.mark.slow
-@EVALUATED_GROUP
 def test_feature_and_image_paths_reach_the_same_accuracy(evaluated):
     # The same head, the same batches in the same order: they compute the same function.
     with_features = json.loads(paths.METRICS_FILE.read_text())  # the shared run, on cached features
@@ -36,7 +35,6 @@ def test_feature_and_image_paths_reach_the_same_accuracy(evaluated):
 
 
 @pytest.mark.slow
-@EVALUATED_GROUP
 def test_fine_tuning_off_ignores_the_fine_tuning_knobs(evaluated):
     default = (paths.TRAIN_LOG / "metrics.json").read_text()
     head = saved_head_weights(evaluated)

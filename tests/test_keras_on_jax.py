@@ -13,9 +13,9 @@ from stages.lib.classifier import load_classifier
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
 from stages.lib.prediction import predict
-from tests.helpers import EVALUATED_GROUP, run_python, run_stages, write_params
+from tests.helpers import run_python, run_stages, write_params
 
-pytestmark = [EVALUATED_GROUP, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 # The last line a probe prints: which frameworks a process on JAX has no business importing.
 LOADED = "print(sorted(m for m in ('tensorflow', 'openvino', 'dvclive') if m in sys.modules))"

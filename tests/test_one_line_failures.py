@@ -19,7 +19,7 @@ from stages import evaluate, extract, train
 from stages.lib import atomic, figures, fitting, paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
-from tests.helpers import EVALUATED_GROUP, GIT_IDENTITY, REPO, bad_archive, run_module, write_params
+from tests.helpers import GIT_IDENTITY, REPO, bad_archive, run_module, write_params
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, starts_with: str) -> None:
@@ -70,7 +70,6 @@ def files_in(folder) -> dict:
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock"}
 
 
-@EVALUATED_GROUP
 @pytest.mark.parametrize("failure", ["writing the .h5", "no room for the .h5", "writing the metrics"])
 def test_a_full_disk_while_saving_keeps_the_last_runs_files_whole(evaluated, monkeypatch, capsys, failure):
     stage, folder = (evaluate, paths.METRICS) if failure == "writing the metrics" else (train, paths.MODELS)
@@ -226,7 +225,6 @@ def interrupt_after_one_epoch(monkeypatch) -> None:
     monkeypatch.setattr(fitting.LiveEpochs, "on_epoch_end", logged_then_interrupted)
 
 
-@EVALUATED_GROUP
 @pytest.mark.parametrize("ending, status, last_line", [
     ("diverged", 1, "error: train: the loss became nan at epoch 1; lower train.learning_rate (now 1e+30)"),
     ("interrupted", 130, "error: interrupted; no output is left half-written: run it again to finish")])

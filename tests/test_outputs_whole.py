@@ -11,7 +11,7 @@ import pytest
 from stages import prepare
 from stages.lib import atomic, paths
 from stages.lib.atomic import atomic_directory
-from tests.helpers import EVALUATED_GROUP, REPO, run_module, write_params
+from tests.helpers import REPO, run_module, write_params
 
 
 def left_over(folder) -> list[str]:
@@ -160,7 +160,6 @@ def digest(folder) -> dict:
     return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
-@EVALUATED_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, locked, output", [("train", paths.MODELS, paths.MODELS),
                                                    ("evaluate", paths.METRICS, paths.METRICS),

@@ -103,7 +103,7 @@ def test_a_ray_address_where_nothing_listens_fails_in_one_line_within_seconds(sm
         "the cluster (ray start --head) or unset RAY_ADDRESS to run in this process"], result.stderr
 
 
-@TWO_NODES  # not REPRODUCED_GROUP, the suite's longest
+@TWO_NODES  # not the suite's longest
 def test_extract_on_a_local_ray_leaves_dvc_nothing_to_rerun(reproduced_repo):
     result = run_module("stages.extract", reproduced_repo, env={ADDRESS_VARIABLE: "local"})
     assert result.returncode == 0, result.stderr

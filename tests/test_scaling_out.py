@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from stages.lib.strategy import choose_strategy, cluster_workers
-from tests.helpers import (CLEARLY_ABOVE_CHANCE, EVALUATED_GROUP, GIT_IDENTITY, REPRODUCED_GROUP, REPO, dvc, dvc_env,
+from tests.helpers import (CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPO, dvc, dvc_env,
                             run_module, saved_head_weights)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
@@ -37,7 +37,6 @@ def commit_and_push(repo, remote) -> None:
 
 
 @pytest.mark.slow
-@REPRODUCED_GROUP
 def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is_fetched(reproduced_repo, tmp_path):
     commit_and_push(reproduced_repo, tmp_path / "remote")
     # A DVC remote keeps each file under files/md5/<first two hex digits>/<the rest>.
@@ -82,7 +81,6 @@ def experiment_results(repo) -> dict[str, tuple[str, float]]:
 
 
 @pytest.mark.slow
-@REPRODUCED_GROUP
 def test_experiments_run_on_two_machines_meet_in_a_third(reproduced_repo, tmp_path):
     """The README's sweep across machines: a shared git remote and a shared DVC remote, one backbone each."""
     shared_git = tmp_path / "shared.git"
@@ -140,7 +138,6 @@ def start_workers(repo, jobs: int) -> None:
 
 
 @pytest.mark.slow
-@REPRODUCED_GROUP
 def test_two_queued_experiments_run_in_parallel_without_clashing(reproduced_repo):
     """The README's sweep from a committed baseline: the densenet121 experiment, the baseline's params, gets the
     baseline's outputs back from DVC's run cache in its own workspace, and with them its metrics exactly."""
@@ -217,7 +214,6 @@ train.main()
 
 
 @pytest.mark.slow
-@EVALUATED_GROUP
 def test_mirrored_training_over_two_devices_matches_one_device(evaluated):
     single = saved_head_weights(evaluated)  # the shared run's train, on one device
     assert [weights.shape for weights in single] == [(1024, 256), (256,), (256, 10), (10,)]

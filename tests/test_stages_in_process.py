@@ -20,7 +20,7 @@ from stages.lib.classifier import save_classifier
 from stages.lib.features import batch_starts, engine_batch_size, extract_rows, padded_batch, write_rows
 from stages.lib.fitting import fit
 from stages.lib.params import load_params
-from tests.helpers import ABOVE_CHANCE, EVALUATED_GROUP, REPO, fabricated_cifar, run_stages, write_params
+from tests.helpers import ABOVE_CHANCE, REPO, fabricated_cifar, run_stages, write_params
 
 
 def test_prepare_caches_resized_uint8_images_and_one_hot_labels(workdir):
@@ -64,7 +64,6 @@ def test_prepare_without_the_archive_downloads_the_shared_copy_once(workdir, mon
     run_stages(prepare)
 
 
-@EVALUATED_GROUP
 def test_the_whole_chain_in_process(evaluated):
     for split, count in {"train": 300, "val": 100, "test": 400}.items():
         features = np.load(paths.features(split))
@@ -125,7 +124,6 @@ def test_the_progress_bar_in_a_terminal_counts_the_steps_that_ran(tmp_path, caps
     assert counts and max(counts) == 10, counts
 
 
-@EVALUATED_GROUP
 def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
     # Twice the largest difference measured between bfloat16 and float32 features (0.0085).
     features = np.load(paths.features("test"))
@@ -140,7 +138,6 @@ def test_evaluate_tolerates_feature_noise_of_bfloat16_size(evaluated):
     assert float32 < check["max_relative_feature_difference"] <= check["tolerance"], check
 
 
-@EVALUATED_GROUP
 def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predict(evaluated, monkeypatch):
     model = keras.models.load_model(paths.INFERENCE_MODEL)
     head_layer = json.loads(paths.MODEL_RECORD.read_text())["head_layer"]
@@ -181,7 +178,6 @@ def test_the_eager_saved_model_check_of_a_convnext_warns_of_no_retracing():
     assert "retracing" not in result.stderr, result.stderr
 
 
-@EVALUATED_GROUP
 def test_evaluate_fails_on_a_saved_model_whose_backbone_was_changed(evaluated):
     model = keras.models.load_model(paths.INFERENCE_MODEL)
     backbone = model.get_layer("densenet121")
@@ -247,7 +243,6 @@ def test_rows_that_come_out_of_order_short_or_not_finite_are_refused(tmp_path):
         write_rows(computed.items(), 3, run, 16, out)
 
 
-@EVALUATED_GROUP
 def test_training_again_writes_every_model_file_byte_for_byte(evaluated):
     """Same params, same bytes: the .keras too (no save time, no process's object ids), and so train's record.
     Keras's session is cleared before each run, as a process of its own starts with no layer named yet."""
