@@ -19,15 +19,6 @@ Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float
 CPU_FEATURES = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}  # pick kernels
 
 
-def gpu_available() -> bool:
-    """Whether Keras's backend computes on a GPU in this process."""
-    if BACKEND == "jax":
-        import jax
-        return jax.default_backend() == "gpu"
-    from stages.lib.frameworks import tf
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def gpu_name() -> str | None:
     """The GPU Keras's backend computes on, or None on a CPU."""
     if BACKEND == "jax":
@@ -36,6 +27,11 @@ def gpu_name() -> str | None:
     from stages.lib.frameworks import tf
     gpus = tf.config.list_physical_devices("GPU")
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unnamed") if gpus else None
+
+
+def gpu_available() -> bool:
+    """Whether Keras's backend computes on a GPU in this process."""
+    return gpu_name() is not None
 
 
 def device() -> str:
