@@ -23,13 +23,18 @@ def jax_has_cuda() -> bool:
     return installed("jax_cuda13_plugin") or installed("jax_cuda12_plugin")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags, as Linux names them; none known elsewhere."""
+    try:
+        flags = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return set()
+    return set(flags[1].split()) if flags else set()
+
+
 def cpu_has_bfloat16() -> bool:
     """AVX512-BF16 or AMX: without them bfloat16 is emulated, slower than float32."""
-    try:
-        cpu = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpu) is not None
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve(engine: str, backbone: str) -> str:

@@ -5,14 +5,12 @@ Which is fastest depends on the backbone and the device, so it is measured (pyth
 not guessed: stages/lib/engine_choice.py resolves `extract.engine: auto`. Only the chosen engine's framework
 is imported: a process on JAX never imports TensorFlow.
 """
-import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
-from stages.lib.engine_choice import cpu_has_bfloat16
+from stages.lib.engine_choice import cpu_flags, cpu_has_bfloat16
 from stages.lib.frameworks import BACKEND, keras
 
 Engine = Callable[[np.ndarray], np.ndarray]  # a batch of uint8 images in, float32 features out
@@ -38,8 +36,7 @@ def device() -> str:
     """What decides an engine's bytes besides its inputs: the GPU, or the CPU's kernels' instructions."""
     if name := gpu_name():
         return f"GPU {name}"
-    flags = set(re.findall(r"\S+", re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[1]))
-    return f"CPU with {' '.join(sorted(flags & CPU_FEATURES)) or 'none of ' + ' '.join(sorted(CPU_FEATURES))}"
+    return f"CPU with {' '.join(sorted(cpu_flags() & CPU_FEATURES)) or 'none of ' + ' '.join(sorted(CPU_FEATURES))}"
 
 
 def share_threads(threads: int) -> None:
