@@ -63,6 +63,16 @@ def made_once_per_run(tmp_path_factory, name: str, make) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_jax_cache(tmp_path_factory):
+    """JAX's compilation cache, one for the whole run as one user's runs share theirs: every process on JAX
+    would otherwise compile a backbone's hundreds of functions again (KERAS_HOME, its default, is per test)."""
+    folder = made_once_per_run(tmp_path_factory, "jax-cache", lambda folder: None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(folder))
+        yield
+
+
 def prepare_and_extract(folder: Path) -> None:
     from stages import extract, prepare
 

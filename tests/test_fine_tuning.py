@@ -10,7 +10,7 @@ from stages import evaluate, extract, prepare, train
 from stages.lib import paths
 from stages.lib.models import build_backbone
 from stages.lib.params import load_params
-from tests.helpers import run_stages, saved_head_weights, saved_weights, write_params
+from tests.helpers import SMALL, run_stages, saved_head_weights, saved_weights, write_params
 
 
 def val_accuracy_per_epoch() -> list[float]:
@@ -19,11 +19,12 @@ def val_accuracy_per_epoch() -> list[float]:
 
 
 @pytest.mark.slow
-def test_feature_and_image_paths_reach_the_same_accuracy(evaluated):
+def test_feature_and_image_paths_reach_the_same_accuracy(small):
     # The same head, the same batches in the same order: they compute the same function.
-    with_features = json.loads(paths.METRICS_FILE.read_text())  # the shared run, on cached features
+    run_stages(train, evaluate)  # on the cached features
+    with_features = json.loads(paths.METRICS_FILE.read_text())
     check_with_features = json.loads(paths.SAVED_MODEL_CHECK.read_text())
-    write_params(evaluated, {"extract": {"enabled": False}})
+    write_params(small, {**SMALL, "extract": {**SMALL["extract"], "enabled": False}})
     run_stages(extract, train, evaluate)
     on_images = json.loads(paths.METRICS_FILE.read_text())
     check_on_images = json.loads(paths.SAVED_MODEL_CHECK.read_text())
@@ -47,13 +48,13 @@ def test_fine_tuning_off_ignores_the_fine_tuning_knobs(evaluated):
 
 
 @pytest.mark.slow
-def test_fine_tuning_changes_exactly_the_top_layers(extracted):
+def test_fine_tuning_changes_exactly_the_top_layers(small):
     top = 12
-    write_params(extracted, {"train": {"epochs": 1, "fine_tune_layers": top, "fine_tune_epochs": 1,
+    write_params(small, {**SMALL, "train": {"epochs": 1, "fine_tune_layers": top, "fine_tune_epochs": 1,
                                        "fine_tune_learning_rate": 0.001, "augment": True}})
     params = run_stages(train)
     before = build_backbone("densenet121", "none", 32, params.model.seed)
-    after = saved_weights(extracted, before.name)
+    after = saved_weights(small, before.name)
     assert len(val_accuracy_per_epoch()) == 2  # dvclive's steps run on from the head into fine-tuning
     assert json.loads(paths.MODEL_RECORD.read_text())["matches_cached_features"] is False
     assert list(after) == [weight.path for weight in before.weights]

@@ -22,14 +22,8 @@ LOADED = "print(sorted(m for m in ('tensorflow', 'openvino', 'dvclive') if m in 
 JAX = {"extract": {"engine": "jax"}}
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """One compilation cache for this module's processes on JAX, as one user's runs share theirs."""
-    return str(tmp_path_factory.mktemp("jax-cache"))
-
-
-def run_on_jax(cwd, code: str, cache: str) -> list[str]:
-    result = run_python(cwd, f"import sys; {code}; {LOADED}", KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=cache)
+def run_on_jax(cwd, code: str) -> list[str]:
+    result = run_python(cwd, f"import sys; {code}; {LOADED}", KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stderr[-3000:]
     *printed, loaded = result.stdout.strip().splitlines()
     assert loaded == "[]", f"imported on JAX: {loaded}"
@@ -47,17 +41,17 @@ def weights_file(backbone: str) -> str:
     return str(path)
 
 
-def test_jax_features_match_tensorflow(evaluated, jax_cache):
+def test_jax_features_match_tensorflow(evaluated):
     tensorflow = np.load(paths.features("train"))  # extracted with weights: none, seeded as below
     write_params(evaluated, {**JAX, "model": {"weights": weights_file("densenet121")}})
-    run_on_jax(evaluated, "from stages import extract; extract.main()", jax_cache)
+    run_on_jax(evaluated, "from stages import extract; extract.main()")
     assert relative_difference(np.load(paths.features("train")), tensorflow) < 1e-4
     timing = json.loads(paths.EXTRACT_TIMING.read_text())["extract"]
     assert (timing["engine"], timing["devices"][0][:8]) == ("jax", "CPU with")
     assert json.loads(paths.FEATURES_INFO.read_text())["engine"] == "jax"
 
 
-def test_jax_features_match_tensorflow_on_a_second_backbone(workdir, jax_cache):
+def test_jax_features_match_tensorflow_on_a_second_backbone(workdir):
     few = {"data": {"limit": 30, "val_size": 10}, "model": {"backbone": "resnet50"}}
     write_params(workdir, few)
     few["model"]["weights"] = weights_file("resnet50")
@@ -65,11 +59,11 @@ def test_jax_features_match_tensorflow_on_a_second_backbone(workdir, jax_cache):
     run_stages(prepare, extract)
     tensorflow = np.load(paths.features("test"))
     write_params(workdir, {**few, **JAX})
-    run_on_jax(workdir, "from stages import extract; extract.main()", jax_cache)
+    run_on_jax(workdir, "from stages import extract; extract.main()")
     assert relative_difference(np.load(paths.features("test")), tensorflow) < 1e-4
 
 
-def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evaluated, jax_cache):
+def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evaluated):
     images = evaluated / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -80,7 +74,7 @@ def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evalu
     shutil.rmtree(evaluated / "metrics")
 
     printed = run_on_jax(evaluated, "from stages import predict, evaluate; "
-                                    "predict.main(['--json', '--top-k', '10', 'images']); evaluate.main()", jax_cache)
+                                    "predict.main(['--json', '--top-k', '10', 'images']); evaluate.main()")
     on_jax = json.loads("\n".join(printed))
     assert [result["image"] for result in on_jax] == [str(path.relative_to(evaluated)) for path in
                                                       sorted(images.iterdir())]
@@ -118,9 +112,9 @@ def test_the_jax_engine_in_a_process_already_on_tensorflow_says_to_run_it_alone(
         run_stages(extract)
 
 
-def test_the_gpu_checks_dry_run_passes_on_the_cpu(tmp_path, jax_cache):
+def test_the_gpu_checks_dry_run_passes_on_the_cpu(tmp_path):
     """The Python part of `bash benchmarks/gpu_check.sh --cpu`, smaller: two jax runs write the same bytes."""
-    reference = {"GPU_CHECK_REFERENCE": str(tmp_path / "reference"), "JAX_COMPILATION_CACHE_DIR": jax_cache}
+    reference = {"GPU_CHECK_REFERENCE": str(tmp_path / "reference")}
     for step in ("reference", "run"):
         result = run_python(tmp_path, f"from benchmarks.gpu_check import main; import sys; "
                                       f"sys.argv[1:] = ['{step}', '--images', '20', '--image-size', '32']; main()",
