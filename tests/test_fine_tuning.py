@@ -51,7 +51,7 @@ def test_fine_tuning_off_ignores_the_fine_tuning_knobs(evaluated):
 def test_fine_tuning_changes_exactly_the_top_layers(small):
     top = 12
     write_params(small, {**SMALL, "train": {"epochs": 1, "fine_tune_layers": top, "fine_tune_epochs": 1,
-                                       "fine_tune_learning_rate": 0.001, "augment": True}})
+                                            "fine_tune_learning_rate": 0.001, "augment": True}})
     params = run_stages(train)
     before = build_backbone("densenet121", "none", 32, params.model.seed)
     after = saved_weights(small, before.name)
