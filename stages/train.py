@@ -6,7 +6,6 @@ import math
 import time
 
 import numpy as np
-from dvclive import Live
 
 from stages.lib import paths
 from stages.lib.atomic import atomic_directory, holding, read_json, write_json
@@ -15,7 +14,7 @@ from stages.lib.classifier import save_classifier
 from stages.lib.cache import load_features
 from stages.lib.errors import run_stage
 from stages.lib.fast_exit import end_process
-from stages.lib.fitting import compile_for_training, fit
+from stages.lib.fitting import Live, compile_for_training, fit
 from stages.lib.frameworks import keras
 from stages.lib.models import (build_backbone, build_head, image_model, require_finite_weights, require_layers,
                                unfreeze_top)

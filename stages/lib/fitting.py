@@ -3,10 +3,11 @@ diverging loss stopped with the key to change."""
 import math
 import sys
 
-from dvclive import Live
-
 from stages.lib.batches import Batches, EpochOrder
-from stages.lib.frameworks import keras, tf
+from stages.lib.frameworks import extras_hidden, keras, tf
+
+with extras_hidden():  # dvclive imports pandas too, for DataFrames it is never given here
+    from dvclive import Live
 
 
 def curve_name(keras_name: str) -> str:

@@ -1,12 +1,13 @@
 """Keras, on the backend this process runs, as every command that runs a model imports it: TensorFlow by
 default, JAX where KERAS_BACKEND=jax (extract's jax engine sets it; predict and evaluate follow the user's).
 
-Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib's pyplot (for image galleries)
-whenever they are installed, and scikit-learn imports much of SciPy: two seconds more of every stage
-process (benchmarks/README.md#figures-behind-choices-in-the-code).
+Keras imports scikit-learn (for its scikit-learn wrappers), matplotlib's pyplot (for image galleries) and
+pandas (to slice DataFrames) whenever they are installed, and TensorFlow imports JAX (for TensorFlow Lite)
+and SciPy (for its legacy Keras): seconds more of every stage process
+(benchmarks/README.md#figures-behind-choices-in-the-code).
 Hidden while Keras is imported, they stay importable afterwards (evaluate draws with matplotlib, the
-linear probe fits with scikit-learn); only Keras's scikit-learn wrappers and plotting helpers, which no
-stage calls, then report their package missing.
+linear probe fits with scikit-learn, Ray Data runs on pandas); only the Keras and TensorFlow Lite helpers
+that need them, which no stage calls, then report their package missing.
 """
 import glob
 import logging
@@ -15,8 +16,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
-OPTIONAL_EXTRAS = ("matplotlib", "sklearn")
 BACKEND = os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keras reads it once, when first imported
+OPTIONAL_EXTRAS = ("matplotlib", "pandas", "sklearn") + (("jax", "scipy") if BACKEND == "tensorflow" else ())
 INSTALL = {
     "tensorflow": "pip install tensorflow (tensorflow[and-cuda] on an NVIDIA GPU)",
     "jax": "pip install jax (jax[cuda13] or jax[cuda12] on an NVIDIA GPU)",
