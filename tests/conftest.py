@@ -2,6 +2,7 @@
 the tiny pipeline made once per test run and copied to each test that starts from them. The functions
 they use are in tests/helpers.py."""
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -73,10 +74,10 @@ def shared_jax_cache(tmp_path_factory):
         yield
 
 
-def prepare_and_extract(folder: Path) -> None:
+def prepare_and_extract(folder: Path, changes: dict | None = None) -> None:
     from stages import extract, prepare
 
-    write_params(folder, {})
+    write_params(folder, changes or {})
     with contextlib.chdir(folder):
         run_stages(prepare, extract)
 
@@ -96,14 +97,8 @@ def extracted(extracted_once, workdir):
 
 @pytest.fixture(scope="session")
 def small_prepared(tmp_path_factory):
-    """The SMALL params' prepare + extract (TensorFlow), once per worker: cheaper than copying across workers."""
-    from stages import extract, prepare
-
-    folder = tmp_path_factory.mktemp("small")
-    write_params(folder, SMALL)
-    with contextlib.chdir(folder):
-        run_stages(prepare, extract)
-    return folder / "data"
+    """The SMALL params' prepare + extract (TensorFlow), shared as extracted_once is."""
+    return made_once_per_run(tmp_path_factory, "small", functools.partial(prepare_and_extract, changes=SMALL)) / "data"
 
 
 @pytest.fixture
