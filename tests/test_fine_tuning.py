@@ -58,7 +58,7 @@ def test_fine_tuning_changes_exactly_the_top_layers(small):
                          "train": {"epochs": 1, "fine_tune_layers": top, "fine_tune_epochs": 1,
                                    "fine_tune_learning_rate": 0.001, "augment": True}})
     params = run_stages(extract, train)
-    before = build_backbone("mobilenet_v2", "none", 32, params.model.seed)
+    before = build_backbone(params.model.backbone, "none", 32, params.model.seed)
     after = saved_weights(small, before.name)
     assert len(val_accuracy_per_epoch()) == 2  # dvclive's steps run on from the head into fine-tuning
     assert json.loads(paths.MODEL_RECORD.read_text())["matches_cached_features"] is False
