@@ -112,6 +112,14 @@ def test_the_jax_engine_in_a_process_already_on_tensorflow_says_to_run_it_alone(
         run_stages(extract)
 
 
+def test_a_process_on_jax_started_by_one_keeps_the_xla_flags_that_key_jaxs_cache(tmp_path):
+    code = "import os; import stages.lib.frameworks; print(os.environ['XLA_FLAGS'])"
+    parent = run_python(tmp_path, code, KERAS_BACKEND="jax", XLA_FLAGS="--xla_cpu_use_thunk_runtime=true")
+    child = run_python(tmp_path, code, KERAS_BACKEND="jax", XLA_FLAGS=parent.stdout.strip())
+    assert parent.stdout == child.stdout == "--xla_cpu_use_thunk_runtime=true --xla_gpu_deterministic_ops=true\n", \
+        parent.stderr[-2000:] + child.stderr[-2000:]
+
+
 def test_the_gpu_checks_dry_run_passes_on_the_cpu(tmp_path):
     """The Python part of `bash benchmarks/gpu_check.sh --cpu`, smaller: two jax runs write the same bytes."""
     reference = {"GPU_CHECK_REFERENCE": str(tmp_path / "reference")}

@@ -37,10 +37,14 @@ class TensorFlowHidden:
             raise ModuleNotFoundError("TensorFlow is hidden from a process that runs Keras on JAX", name=name)
 
 
+DETERMINISTIC_GPU = "--xla_gpu_deterministic_ops=true"
+
 if BACKEND == "jax":
     sys.meta_path.insert(0, TensorFlowHidden())
     # XLA on a GPU picks the fastest of several reduction orders unless told otherwise: same images, other bytes.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+    # Once: a child process inherits it, and a second copy would change XLA_FLAGS, part of JAX's cache key.
+    if DETERMINISTIC_GPU not in os.environ.get("XLA_FLAGS", "").split():
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DETERMINISTIC_GPU}".strip()
     # Building a model on JAX compiles each initialiser and layer on its own, hundreds of small compilations
     # that JAX caches on disk only when asked: a second predict then starts in a third of the time
     # (benchmarks/README.md#figures-behind-choices-in-the-code). KERAS_HOME is set by stages/__init__.py.
