@@ -9,6 +9,7 @@ Both take --images (per split; at least 5,000 for the 10,000 images of a real ch
 must be given the same. `run` runs the real stages on synthetic data in a temporary folder.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -62,21 +63,28 @@ def prepared(images: int, size: int) -> Path:
 
 
 def reference(images: int, size: int) -> None:
-    """Here: weights drawn once, and the CPU's float32 features of the first test images with them."""
-    from stages.lib.models import build_backbone, image_model
+    """Here: weights drawn once, and the CPU's float32 features of the first test images with them, computed
+    by the stage's own engine in its batches: the stage then finds that compilation in JAX's cache."""
+    from stages.lib.models import build_backbone
 
     CARRIED.mkdir(exist_ok=True)
     build_backbone("densenet121", "none", size, seed=0).save_weights(WEIGHTS)
-    from stages.lib.engines import compile_engine  # after Keras: on JAX
+    from stages.lib.cache import RowReader, SplitRows, padded_batch  # after Keras: on JAX
+    from stages.lib.features import build_engine, engine_batch_size, prepared_images
+    from stages.lib.params import load_params
 
     work = prepared(images, size)
-    test_images = np.load(work / paths.images("test"), mmap_mode="r")[:COMPARED]
-    backbone = build_backbone("densenet121", str(WEIGHTS), size, seed=0)
-    extractor = image_model("densenet121", backbone, size, input_size=size)
-    np.save(REFERENCE, compile_engine(extractor, "jax", "float32")(np.asarray(test_images)))
+    with contextlib.chdir(work):
+        params = load_params()
+        engine, _, _ = build_engine(params, size)
+        batch_size = engine_batch_size(params.extract.batch_size, len(prepared_images()))
+        test_images = SplitRows({"test": RowReader(paths.images("test"))})
+        count = min(COMPARED, len(test_images))
+        features = [engine(padded_batch(test_images, start, batch_size)) for start in range(0, count, batch_size)]
+    np.save(REFERENCE, np.concatenate(features)[:count])
     MADE_FOR.write_text(json.dumps({"images": images, "image_size": size}))
     shutil.rmtree(work)
-    print(f"reference: {WEIGHTS.stat().st_size / 2**20:.1f} MiB of weights and the features of {len(test_images)} "
+    print(f"reference: {WEIGHTS.stat().st_size / 2**20:.1f} MiB of weights and the features of {count} "
           f"test images in {CARRIED}")
 
 
