@@ -74,6 +74,14 @@ def shared_jax_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_reports_no_usage():
+    """The tests' Ray clusters run offline: Ray Data gathers no usage statistics, and starts no actor for them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        yield
+
+
 def prepare_and_extract(folder: Path, changes: dict | None = None) -> None:
     from stages import extract, prepare
 
