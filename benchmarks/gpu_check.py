@@ -65,14 +65,13 @@ def prepared(images: int, size: int) -> Path:
 def reference(images: int, size: int) -> None:
     """Here: weights drawn once, and the CPU's float32 features of the first test images with them, computed
     by the stage's own engine in its batches: the stage then finds that compilation in JAX's cache."""
+    from stages.lib.cache import RowReader, SplitRows, padded_batch  # here: main() has chosen Keras's backend
+    from stages.lib.features import build_engine, engine_batch_size, prepared_images
     from stages.lib.models import build_backbone
+    from stages.lib.params import load_params
 
     CARRIED.mkdir(exist_ok=True)
     build_backbone("densenet121", "none", size, seed=0).save_weights(WEIGHTS)
-    from stages.lib.cache import RowReader, SplitRows, padded_batch  # after Keras: on JAX
-    from stages.lib.features import build_engine, engine_batch_size, prepared_images
-    from stages.lib.params import load_params
-
     work = prepared(images, size)
     with contextlib.chdir(work):
         params = load_params()
