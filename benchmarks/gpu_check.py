@@ -65,8 +65,8 @@ def prepared(images: int, size: int) -> Path:
 def reference(images: int, size: int) -> None:
     """Here: weights drawn once, and the CPU's float32 features of the first test images with them, computed
     by the stage's own engine in its batches: the stage then finds that compilation in JAX's cache."""
-    from stages.lib.cache import RowReader, SplitRows, padded_batch  # here: main() has chosen Keras's backend
-    from stages.lib.features import build_engine, engine_batch_size, prepared_images
+    from stages.lib.cache import RowReader, SplitRows  # here: main() has chosen Keras's backend
+    from stages.lib.features import batch_starts, build_engine, engine_batch_size, image_batches, prepared_images
     from stages.lib.models import build_backbone
     from stages.lib.params import load_params
 
@@ -79,7 +79,7 @@ def reference(images: int, size: int) -> None:
         batch_size = engine_batch_size(params.extract.batch_size, len(prepared_images()))
         test_images = SplitRows({"test": RowReader(paths.images("test"))})
         count = min(COMPARED, len(test_images))
-        features = [engine(padded_batch(test_images, start, batch_size)) for start in range(0, count, batch_size)]
+        features = [engine(batch) for batch in image_batches(test_images, batch_size, batch_starts(count, batch_size))]
     np.save(REFERENCE, np.concatenate(features)[:count])
     MADE_FOR.write_text(json.dumps({"images": images, "image_size": size}))
     shutil.rmtree(work)
