@@ -14,7 +14,7 @@ from PIL import Image
 
 from stages.lib.strategy import choose_strategy, cluster_workers
 from tests.helpers import (CLEARLY_ABOVE_CHANCE, GIT_IDENTITY, REPO, dvc, dvc_env,
-                            run_module, saved_head_weights)
+                            run_module, run_python, saved_head_weights)
 
 OUTPUTS = ["data/prepared/train_images.npy", "data/features/train.npy", "models/cifar10.keras",
            "models/cifar10.h5", "metrics/metrics.json"]
@@ -66,10 +66,13 @@ def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is
     # The registered file itself, byte for byte: the model that evaluate checked and measured.
     assert md5_of(fetched / "models/cifar10.keras") == md5_of(reproduced_repo / "models/cifar10.keras")
     assert json.loads((fetched / "models/cifar10.classes.json").read_text())[0] == "pattern_0"
-    from dvc.repo import Repo
-
-    entry = Repo(str(reproduced_repo)).artifacts.read()["dvc.yaml"]["cifar10-classifier"]
-    assert entry.type == "model" and entry.meta["backbone"] == "densenet121" and entry.meta["image_size"] == 32
+    # In a process of its own: reading artifacts closes the sys.stderr that pytest captures without xdist.
+    read = run_python(reproduced_repo, "import json; from dvc.repo import Repo; "
+                                       "entry = Repo('.').artifacts.read()['dvc.yaml']['cifar10-classifier']; "
+                                       "print(json.dumps([entry.type, entry.meta]))")
+    assert read.returncode == 0, read.stderr
+    kind, meta = json.loads(read.stdout)
+    assert kind == "model" and meta["backbone"] == "densenet121" and meta["image_size"] == 32
 
 
 def experiment_results(repo) -> dict[str, tuple[str, float]]:
