@@ -90,10 +90,19 @@ def prepare_and_extract(folder: Path, changes: dict | None = None) -> None:
         run_stages(prepare, extract)
 
 
+def reproduced_outputs(reproduced: Path, folder: Path, names: tuple[str, ...]) -> None:
+    """Writable copies of the reproduced repository's outputs: DVC links them read-only from its cache."""
+    for name in names:
+        shutil.copytree(reproduced / name, folder / name, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns(".gitignore"))  # DVC's, not a stage's
+
+
 @pytest.fixture(scope="session")
-def extracted_once(tmp_path_factory):
-    """One prepare + extract of the tiny params, shared: tests copy it rather than recompute it."""
-    return made_once_per_run(tmp_path_factory, "extracted", prepare_and_extract) / "data"
+def extracted_once(reproduced, tmp_path_factory):
+    """The tiny params' prepare + extract, as the shared `dvc repro` made them: tests copy them rather than
+    recompute them."""
+    make = functools.partial(reproduced_outputs, reproduced, names=("data/prepared", "data/features"))
+    return made_once_per_run(tmp_path_factory, "extracted", make) / "data"
 
 
 @pytest.fixture
@@ -118,17 +127,11 @@ def small(small_prepared, workdir):
 
 
 @pytest.fixture(scope="session")
-def evaluated_once(extracted_once, tmp_path_factory):
-    """The tiny params' train + evaluate on the shared features, run once."""
-    def train_and_evaluate(folder: Path) -> None:
-        from stages import evaluate, train
-
-        write_params(folder, {})
-        shutil.copytree(extracted_once, folder / "data")
-        with contextlib.chdir(folder):
-            run_stages(train, evaluate)
-
-    return made_once_per_run(tmp_path_factory, "evaluated", train_and_evaluate)
+def evaluated_once(reproduced, tmp_path_factory):
+    """The whole tiny pipeline's outputs, as the shared `dvc repro` made them."""
+    make = functools.partial(reproduced_outputs, reproduced,
+                             names=("data/prepared", "data/features", "models", "metrics"))
+    return made_once_per_run(tmp_path_factory, "evaluated", make)
 
 
 @pytest.fixture
