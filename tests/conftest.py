@@ -90,19 +90,11 @@ def prepare_and_extract(folder: Path, changes: dict | None = None) -> None:
         run_stages(prepare, extract)
 
 
-def reproduced_outputs(reproduced: Path, folder: Path, names: tuple[str, ...]) -> None:
-    """Writable copies of the reproduced repository's outputs: DVC links them read-only from its cache."""
-    for name in names:
-        shutil.copytree(reproduced / name, folder / name, copy_function=shutil.copyfile,
-                        ignore=shutil.ignore_patterns(".gitignore"))  # DVC's, not a stage's
-
-
 @pytest.fixture(scope="session")
-def extracted_once(reproduced, tmp_path_factory):
-    """The tiny params' prepare + extract, as the shared `dvc repro` made them: tests copy them rather than
+def extracted_once(evaluated_once):
+    """The tiny params' prepared images and features, from the shared run: tests copy them rather than
     recompute them."""
-    make = functools.partial(reproduced_outputs, reproduced, names=("data/prepared", "data/features"))
-    return made_once_per_run(tmp_path_factory, "extracted", make) / "data"
+    return evaluated_once / "data"
 
 
 @pytest.fixture
@@ -129,9 +121,13 @@ def small(small_prepared, workdir):
 @pytest.fixture(scope="session")
 def evaluated_once(reproduced, tmp_path_factory):
     """The whole tiny pipeline's outputs, as the shared `dvc repro` made them."""
-    make = functools.partial(reproduced_outputs, reproduced,
-                             names=("data/prepared", "data/features", "models", "metrics"))
-    return made_once_per_run(tmp_path_factory, "evaluated", make)
+    def copy_outputs(folder: Path) -> None:
+        for name in ("data/prepared", "data/features", "models", "metrics"):
+            # Writable copies (DVC links its outputs read-only from its cache), without DVC's .gitignore files.
+            shutil.copytree(reproduced / name, folder / name, copy_function=shutil.copyfile,
+                            ignore=shutil.ignore_patterns(".gitignore"))
+
+    return made_once_per_run(tmp_path_factory, "evaluated", copy_outputs)
 
 
 @pytest.fixture
