@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,20 @@ def test_dvc_repro_end_to_end(reproduced_repo, reproduced):
     for chart in ("confusion", "confusion_normalized"):  # actual classes down the side, as in the PNG
         encoding = plots["data"][chart][0]["content"]["spec"]["encoding"]
         assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual"), chart
+
+
+def test_an_earlier_runs_outputs_come_back_from_dvcs_run_cache_without_running_it(reproduced_repo):
+    """What makes an experiment back on params already run take seconds: DVC restores the stages' outputs."""
+    def outputs():  # not the stages' lock files, which no stage declares
+        return {path: digest for path, digest in stage_outputs(reproduced_repo).items() if ".lock" not in path}
+
+    before = outputs()
+    for name in ("models", "metrics"):
+        shutil.rmtree(reproduced_repo / name)
+    restored = dvc(reproduced_repo, "repro")
+    assert "Stage 'train' is cached - skipping run" in restored, restored
+    assert "Stage 'evaluate' is cached - skipping run" in restored, restored
+    assert outputs() == before
 
 
 def test_a_changed_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
