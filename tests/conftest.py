@@ -82,10 +82,10 @@ def ray_reports_no_usage():
         yield
 
 
-def prepare_and_extract(folder: Path, changes: dict | None = None) -> None:
+def prepare_and_extract(folder: Path, changes: dict) -> None:
     from stages import extract, prepare
 
-    write_params(folder, changes or {})
+    write_params(folder, changes)
     with contextlib.chdir(folder):
         run_stages(prepare, extract)
 
