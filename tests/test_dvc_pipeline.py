@@ -74,7 +74,7 @@ def test_dvc_repro_end_to_end(reproduced_repo, reproduced):
 def test_an_earlier_runs_outputs_come_back_from_dvcs_run_cache_without_running_it(reproduced_repo):
     """What makes an experiment back on params already run take seconds: DVC restores the stages' outputs."""
     def outputs():  # not the stages' lock files, which no stage declares
-        return {path: digest for path, digest in stage_outputs(reproduced_repo).items() if ".lock" not in path}
+        return {path: digest for path, digest in stage_outputs(reproduced_repo).items() if not path.endswith(".lock")}
 
     before = outputs()
     for name in ("models", "metrics"):
