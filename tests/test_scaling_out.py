@@ -75,44 +75,12 @@ def test_pushed_results_pull_where_only_prepare_reruns_and_a_registered_model_is
     assert kind == "model" and meta["backbone"] == "densenet121" and meta["image_size"] == 32
 
 
-def experiment_results(repo) -> dict[str, tuple[str, float]]:
-    """Experiment name -> its model.backbone and test accuracy, from `dvc exp show --json`."""
+def experiment_results(repo) -> dict[str, tuple[str, dict]]:
+    """Experiment name -> its model.backbone and test metrics, from `dvc exp show --json`."""
     rows = json.loads(dvc(repo, "exp", "show", "--json"))
     return {rev["name"]: (rev["data"]["params"]["params.yaml"]["data"]["model"]["backbone"],
-                          rev["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"])
+                          rev["data"]["metrics"]["metrics/metrics.json"]["data"])
             for row in rows for experiment in row.get("experiments") or [] for rev in experiment["revs"]}
-
-
-@pytest.mark.slow
-def test_experiments_run_on_two_machines_meet_in_a_third(reproduced_repo, tmp_path):
-    """The README's sweep across machines: a shared git remote and a shared DVC remote, one backbone each."""
-    shared_git = tmp_path / "shared.git"
-    git(tmp_path, "init", "-q", "--bare", str(shared_git))
-    commit_and_push(reproduced_repo, tmp_path / "remote")
-    git(reproduced_repo, "push", "-q", str(shared_git), "HEAD:main")
-    git(shared_git, "symbolic-ref", "HEAD", "refs/heads/main")
-
-    for machine, backbone in (("first", "densenet121"), ("second", "vgg16")):
-        clone = tmp_path / machine
-        git(tmp_path, "clone", "-q", str(shared_git), str(clone))
-        dvc(clone, "pull", "--allow-missing")
-        dvc(clone, "exp", "run", "-n", f"{backbone}-on-{machine}", "-S", f"model.backbone={backbone}")
-        dvc(clone, "exp", "push", "origin", f"{backbone}-on-{machine}")
-
-    third = tmp_path / "third"
-    git(tmp_path, "clone", "-q", str(shared_git), str(third))
-    dvc(third, "pull", "--allow-missing")
-    dvc(third, "repro")  # prepare rebuilds the images, never pushed, into this machine's cache
-    dvc(third, "exp", "pull", "origin")
-    results = experiment_results(third)
-    assert {name: backbone for name, (backbone, _) in results.items()} == {
-        "densenet121-on-first": "densenet121", "vgg16-on-second": "vgg16"}
-    assert all(accuracy > CLEARLY_ABOVE_CHANCE for _, accuracy in results.values()), results
-
-    dvc(third, "exp", "apply", "vgg16-on-second")
-    dvc(third, "pull")
-    with zipfile.ZipFile(third / "models/cifar10.keras") as saved:  # the model's config, not its 59 MB of weights
-        assert json.loads(saved.read("config.json"))["config"]["name"] == "vgg16_classifier"
 
 
 def queue_finished(repo) -> bool:
@@ -140,38 +108,22 @@ def start_workers(repo, jobs: int) -> None:
     assert started.returncode == 0, log.read_text()
 
 
-@pytest.mark.slow
-def test_two_queued_experiments_run_in_parallel_without_clashing(reproduced_repo):
-    """The README's sweep from a committed baseline: the densenet121 experiment, the baseline's params, gets the
-    baseline's outputs back from DVC's run cache in its own workspace, and with them its metrics exactly."""
-    git(reproduced_repo, "add", "-A")
-    git(reproduced_repo, "commit", "-qm", "baseline")
-    baseline = json.loads((reproduced_repo / "metrics/metrics.json").read_text())
-    # The README's sweep, in one line.
-    dvc(reproduced_repo, "exp", "run", "--queue", "-S", "model.backbone=densenet121,vgg16")
-    start_workers(reproduced_repo, jobs=2)
+def run_queued_sweep(repo) -> None:
+    """The README's sweep, in one line, two at a time, until every experiment has ended."""
+    dvc(repo, "exp", "run", "--queue", "-S", "model.backbone=densenet121,vgg16")
+    start_workers(repo, jobs=2)
     deadline = time.monotonic() + 900
-    while not experiments_ended(reproduced_repo, 2) and time.monotonic() < deadline:
+    while not experiments_ended(repo, 2) and time.monotonic() < deadline:
         time.sleep(1)
-    while not queue_finished(reproduced_repo) and time.monotonic() < deadline:  # the workers' last word
+    while not queue_finished(repo) and time.monotonic() < deadline:  # the workers' last word
         time.sleep(1)
-    status = dvc(reproduced_repo, "queue", "status")
-    assert queue_finished(reproduced_repo) and "Failed" not in status, status
+    status = dvc(repo, "queue", "status")
+    assert queue_finished(repo) and "Failed" not in status, status
 
-    rows = json.loads(dvc(reproduced_repo, "exp", "show", "--json"))
-    metrics, names = {}, []
-    for experiment in (experiment for row in rows for experiment in row.get("experiments") or []):
-        data = experiment["revs"][0]["data"]
-        backbone = data["params"]["params.yaml"]["data"]["model"]["backbone"]
-        metrics[backbone] = data["metrics"]["metrics/metrics.json"]["data"]
-        names.append(experiment["revs"][0]["name"])
-    assert set(metrics) == {"densenet121", "vgg16"}, status
-    assert metrics["densenet121"] == baseline  # the same params in another workspace: the same numbers
-    assert all(run["accuracy"] > CLEARLY_ABOVE_CHANCE for run in metrics.values()), metrics
-    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=reproduced_repo, capture_output=True, text=True)
-    assert untracked.stdout == "", untracked.stdout
 
-    compared = run_module("stages.compare", reproduced_repo)  # the README's comparison of the sweep
+def check_comparison(repo, names: list[str], metrics: dict[str, dict]) -> None:
+    """The README's comparison of the sweep: its table, its chart and `dvc plots diff` of the two."""
+    compared = run_module("stages.compare", repo)
     assert compared.returncode == 0, compared.stderr
     rows = [line.split("|")[1:-1] for line in compared.stdout.splitlines() if line.startswith("| ")][1:]
     experiments = {row[1].strip(): row[0].strip() for row in rows}
@@ -182,12 +134,49 @@ def test_two_queued_experiments_run_in_parallel_without_clashing(reproduced_repo
         assert accuracy == pytest.approx(metrics[row[0].strip()]["accuracy"], abs=1e-3), row
         assert low < accuracy < high and high - low < 0.2, row
         assert float(row[4]) > 0 and float(row[7]) > 1, row  # extraction images/s, model MB
-    with Image.open(reproduced_repo / "metrics/compare.png") as chart:
+    with Image.open(repo / "metrics/compare.png") as chart:
         assert np.asarray(chart.convert("L")).std() > 20, "the chart is blank"
-
-    charts = json.loads(dvc(reproduced_repo, "plots", "diff", *names, "--json"))["data"]  # the two side by side
+    charts = json.loads(dvc(repo, "plots", "diff", *names, "--json"))["data"]  # the two side by side
     for chart in ("loss", "accuracy", "confusion", "per_class_f1"):
         assert {row["rev"] for row in charts[chart][0]["content"]["data"]["values"]} == set(names), chart
+
+
+@pytest.mark.slow
+def test_a_sweep_queued_two_at_a_time_is_pulled_and_applied_on_another_machine(reproduced_repo, tmp_path):
+    """The README's sweep from a committed baseline, then shared: two experiments run at once without clashing;
+    the densenet121 one, the baseline's params, gets the baseline's outputs back from DVC's run cache in its own
+    workspace, and with them its metrics exactly; `dvc exp push` takes both to a machine that has only a clone."""
+    shared_git = tmp_path / "shared.git"
+    git(tmp_path, "init", "-q", "--bare", str(shared_git))
+    git(reproduced_repo, "remote", "add", "origin", str(shared_git))
+    commit_and_push(reproduced_repo, tmp_path / "remote")
+    git(reproduced_repo, "push", "-q", "origin", "HEAD:main")
+    git(shared_git, "symbolic-ref", "HEAD", "refs/heads/main")
+    baseline = json.loads((reproduced_repo / "metrics/metrics.json").read_text())
+
+    run_queued_sweep(reproduced_repo)
+    results = experiment_results(reproduced_repo)
+    names, metrics = list(results), {backbone: run for backbone, run in results.values()}
+    assert set(metrics) == {"densenet121", "vgg16"}, results
+    assert metrics["densenet121"] == baseline  # the same params in another workspace: the same numbers
+    assert all(run["accuracy"] > CLEARLY_ABOVE_CHANCE for run in metrics.values()), metrics
+    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=reproduced_repo, capture_output=True, text=True)
+    assert untracked.stdout == "", untracked.stdout
+    check_comparison(reproduced_repo, names, metrics)
+    for name in names:
+        dvc(reproduced_repo, "exp", "push", "origin", name)  # the README's "a machine's share"
+
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(shared_git), str(other))
+    dvc(other, "pull", "--allow-missing")
+    dvc(other, "repro")  # prepare rebuilds the images, never pushed, into this machine's cache
+    dvc(other, "exp", "pull", "origin")
+    assert experiment_results(other) == results
+    vgg16 = next(name for name, (backbone, _) in results.items() if backbone == "vgg16")
+    dvc(other, "exp", "apply", vgg16)
+    dvc(other, "pull")
+    with zipfile.ZipFile(other / "models/cifar10.keras") as saved:  # the model's config, not its 59 MB of weights
+        assert json.loads(saved.read("config.json"))["config"]["name"] == "vgg16_classifier"
 
 
 def test_the_strategy_is_one_device_unless_there_are_several_gpus():
