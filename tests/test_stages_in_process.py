@@ -152,6 +152,7 @@ def test_the_saved_model_check_gets_the_same_features_eagerly_and_through_predic
 
 def test_evaluate_runs_the_test_images_through_the_model_in_batches_of_one_shape(extracted, monkeypatch):
     # A short last batch would have Keras trace the model a second time, which costs as long as the first.
+    keras.utils.set_random_seed(0)  # the same weights whichever test ran before in this process
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(10, "softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
     shapes = []
@@ -159,7 +160,9 @@ def test_evaluate_runs_the_test_images_through_the_model_in_batches_of_one_shape
     probabilities = evaluate.test_probabilities(model, {}, None, batch_size=64)
     images = np.load(paths.images("test"))
     assert len(images) % 64 and shapes == [(64, 32, 32, 3)] * -(-len(images) // 64)
-    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+    # Other batch shapes sum in another order: logits in the hundreds (raw pixels) round apart, up to 3e-5
+    # relative over 12 seeds (atol=1e-6 alone failed 2 of them).
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
