@@ -41,16 +41,6 @@ def weights_file(backbone: str) -> str:
     return str(path)
 
 
-def test_jax_features_match_tensorflow(evaluated):
-    tensorflow = np.load(paths.features("train"))  # extracted with weights: none, seeded as below
-    write_params(evaluated, {**JAX, "model": {"weights": weights_file("densenet121")}})
-    run_on_jax(evaluated, "from stages import extract; extract.main()")
-    assert relative_difference(np.load(paths.features("train")), tensorflow) < 1e-4
-    timing = json.loads(paths.EXTRACT_TIMING.read_text())["extract"]
-    assert (timing["engine"], timing["devices"][0][:8]) == ("jax", "CPU with")
-    assert json.loads(paths.FEATURES_INFO.read_text())["engine"] == "jax"
-
-
 def test_jax_features_match_tensorflow_on_a_second_backbone(workdir):
     few = {"data": {"limit": 30, "val_size": 10}, "model": {"backbone": "resnet50"}}
     write_params(workdir, few)
@@ -63,7 +53,9 @@ def test_jax_features_match_tensorflow_on_a_second_backbone(workdir):
     assert relative_difference(np.load(paths.features("test")), tensorflow) < 1e-4
 
 
-def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evaluated):
+def test_predict_evaluate_and_extract_on_jax_give_tensorflows_results(evaluated):
+    """One process on JAX, as a user's session: predict and evaluate the TensorFlow-trained model, then extract
+    with the backbone TensorFlow drew (the model's initialisers compile once, not once per process)."""
     images = evaluated / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -71,10 +63,15 @@ def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evalu
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(images / f"{index}.png")
     model, classes, _ = load_classifier(paths.INFERENCE_MODEL)
     on_tensorflow = predict(model, classes, sorted(images.iterdir()), top_k=len(classes))
+    tensorflow_features = np.load(paths.features("train"))  # extracted with weights: none, seeded as below
     shutil.rmtree(evaluated / "metrics")
+    write_params(evaluated, {**JAX, "model": {"weights": weights_file("densenet121")}})
+    shutil.move(evaluated / "params.yaml", evaluated / "params.jax.yaml")
+    write_params(evaluated, {})  # the params the model was trained with
 
-    printed = run_on_jax(evaluated, "from stages import predict, evaluate; "
-                                    "predict.main(['--json', '--top-k', '10', 'images']); evaluate.main()")
+    printed = run_on_jax(evaluated, "from stages import predict, evaluate, extract; import shutil; "
+                                    "predict.main(['--json', '--top-k', '10', 'images']); evaluate.main(); "
+                                    "shutil.copy('params.jax.yaml', 'params.yaml'); extract.main()")
     on_jax = json.loads("\n".join(printed))
     assert [result["image"] for result in on_jax] == [str(path.relative_to(evaluated)) for path in
                                                       sorted(images.iterdir())]
@@ -86,6 +83,11 @@ def test_predict_and_evaluate_on_jax_give_the_tensorflow_model_its_results(evalu
     check = json.loads(paths.SAVED_MODEL_CHECK.read_text())
     assert check["max_relative_feature_difference"] < 1e-5 and check["flipped"] == 0
     assert json.loads(paths.METRICS_FILE.read_text())["accuracy"] > 0.4
+
+    assert relative_difference(np.load(paths.features("train")), tensorflow_features) < 1e-4
+    timing = json.loads(paths.EXTRACT_TIMING.read_text())["extract"]
+    assert (timing["engine"], timing["devices"][0][:8]) == ("jax", "CPU with")
+    assert json.loads(paths.FEATURES_INFO.read_text())["engine"] == "jax"
 
 
 def test_a_missing_jax_or_tensorflow_is_one_line_naming_the_fix(evaluated):
@@ -123,7 +125,7 @@ def test_a_process_on_jax_started_by_one_keeps_the_xla_flags_that_key_jaxs_cache
 def test_the_gpu_checks_dry_run_passes_on_the_cpu(tmp_path):
     """The Python part of `bash benchmarks/gpu_check.sh --cpu`, smaller: two jax runs write the same bytes.
     80 images fill the engine's batch of 64 at 32x32, as the tiny params' do: one compilation, in the shared
-    JAX cache, serves this test and test_jax_features_match_tensorflow."""
+    JAX cache, serves this test and the jax extract of the tiny params above."""
     reference = {"GPU_CHECK_REFERENCE": str(tmp_path / "reference")}
     for step in ("reference", "run"):
         result = run_python(tmp_path, f"from benchmarks.gpu_check import main; import sys; "
