@@ -74,9 +74,10 @@ def test_no_module_is_longer_than_a_few_screens():
     assert not long, f"over {MAX_LINES} lines: {long}"
 
 
-def test_reading_params_imports_no_ml_framework():
-    probe = ("import sys; from stages.lib.params import load_params; load_params(); "
-             "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'openvino') if m in sys.modules))")
+@pytest.mark.parametrize("code", ["from stages.lib.params import load_params; load_params()", "import stages.prepare"])
+def test_reading_params_and_prepare_import_no_ml_framework_nor_scikit_learn(code):
+    probe = (f"import sys; {code}; print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'sklearn', 'scipy', 'ray', "
+             f"'openvino', 'dvclive') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

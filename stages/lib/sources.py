@@ -3,7 +3,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from stages.lib import cifar10, paths
 from stages.lib.datasets import SYNTHETIC_CLASSES, Split, read_folder, synthetic_split
@@ -35,14 +34,44 @@ def load_source(data: DataParams) -> Source:
 
 
 def stratified_split(split: Split, size: int, seed: int, key: str = "data.val_size") -> tuple[Split, Split]:
-    """Hold `size` images out of `split`, keeping the class proportions; returns (rest, held out)."""
-    indices = np.arange(len(split.labels))
-    try:
-        rest, held = train_test_split(indices, test_size=size, stratify=split.labels, random_state=seed)
-    except ValueError as error:  # too few images, or a class with a single one
-        raise ValueError(f"{key}: cannot hold {size} of {len(indices)} images out, stratified ({error})") from error
-    rest, held = np.sort(rest), np.sort(held)
-    return Split(split.images[rest], split.labels[rest]), Split(split.images[held], split.labels[held])
+    """Hold `size` images out of `split`, keeping the class proportions; returns (rest, held out).
+
+    The images scikit-learn's train_test_split(stratify=labels, random_state=seed) holds out, drawn the same
+    way from NumPy's RandomState (whose stream NumPy keeps fixed): the split does not depend on the version of
+    scikit-learn, and prepare need not import it, 2 s of each start."""
+    classes, class_of, counts = np.unique(split.labels, return_inverse=True, return_counts=True)
+    total, fewest = len(split.labels), counts.min(initial=len(split.labels))
+    if not len(classes) <= size <= total - len(classes) or fewest < 2:
+        raise ValueError(f"{key}: cannot hold {size} of {total} images out, stratified: each side needs an image "
+                         f"of each of the {len(classes)} classes, and each class two images (the fewest: {fewest})")
+    rng = np.random.RandomState(seed)
+    kept = apportioned(counts, total - size, rng)
+    held = apportioned(counts - kept, size, rng)
+    members = np.split(np.argsort(class_of, kind="stable"), np.cumsum(counts)[:-1])
+    rest_indices, held_indices = [], []
+    for class_members, class_kept, class_held in zip(members, kept, held):
+        shuffled = class_members[rng.permutation(len(class_members))]
+        rest_indices.append(shuffled[:class_kept])
+        held_indices.append(shuffled[class_kept:class_kept + class_held])
+    rest, held_out = np.sort(np.concatenate(rest_indices)), np.sort(np.concatenate(held_indices))
+    return Split(split.images[rest], split.labels[rest]), Split(split.images[held_out], split.labels[held_out])
+
+
+def apportioned(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """`draws` shared out in proportion to `counts`: each its whole share, then one more to the largest
+    remainders, ties broken at random."""
+    exact = counts / counts.sum() * draws
+    shares = np.floor(exact)
+    missing = int(draws - shares.sum())
+    remainders = exact - shares
+    for remainder in np.unique(remainders)[::-1]:
+        if missing == 0:
+            break
+        tied = np.flatnonzero(remainders == remainder)
+        chosen = rng.choice(tied, size=min(len(tied), missing), replace=False)
+        shares[chosen] += 1
+        missing -= len(chosen)
+    return shares.astype(int)
 
 
 def limit_split(split: Split, limit: int | None, seed: int) -> Split:
