@@ -13,12 +13,28 @@ from filelock import FileLock
 
 from tests.helpers import SMALL, copy_repo, dvc, run_stages, write_params
 
+SHARED_RUN = "reproduced"  # the fixture of the shared `dvc repro`
+
 
 def pytest_collection_modifyitems(items):
     """Long work first, slow tests and the groups that share a fixture (one worker runs a group whole):
     the workers then share out the short tests and finish together, instead of one waiting on a
-    long test or group that happened to come last."""
-    items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
+    long test or group that happened to come last. The short tests that start from the shared run come
+    last: the first worker makes it meanwhile (shared_run_made_first)."""
+    def order(item) -> tuple[bool, bool]:
+        short = not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group"))
+        return short, short and SHARED_RUN in item.fixturenames
+
+    items.sort(key=order)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_run_made_first(request):
+    """The first worker makes the shared `dvc repro` before its first test, if any test of this run starts from
+    it: the others run the rest meanwhile, instead of each waiting for it at its first such test."""
+    first = os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
+    if first and any(SHARED_RUN in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("evaluated_once")
 
 
 @pytest.fixture(autouse=True)
