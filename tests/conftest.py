@@ -13,7 +13,9 @@ from filelock import FileLock
 
 from tests.helpers import SMALL, copy_repo, dvc, run_stages, write_params
 
-SHARED_RUN = "reproduced"  # the fixture of the shared `dvc repro`
+
+def starts_from_shared_run(item) -> bool:
+    return "reproduced" in item.fixturenames  # the fixture of the shared `dvc repro`
 
 
 def pytest_collection_modifyitems(items):
@@ -23,7 +25,7 @@ def pytest_collection_modifyitems(items):
     last: the first worker makes it meanwhile (shared_run_made_first)."""
     def order(item) -> tuple[bool, bool]:
         short = not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group"))
-        return short, short and SHARED_RUN in item.fixturenames
+        return short, short and starts_from_shared_run(item)
 
     items.sort(key=order)
 
@@ -33,7 +35,7 @@ def shared_run_made_first(request):
     """The first worker makes the shared `dvc repro` before its first test, if any test of this run starts from
     it: the others run the rest meanwhile, instead of each waiting for it at its first such test."""
     first = os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
-    if first and any(SHARED_RUN in item.fixturenames for item in request.session.items):
+    if first and any(starts_from_shared_run(item) for item in request.session.items):
         request.getfixturevalue("evaluated_once")
 
 

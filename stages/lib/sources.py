@@ -40,7 +40,8 @@ def stratified_split(split: Split, size: int, seed: int, key: str = "data.val_si
     way from NumPy's RandomState (whose stream NumPy keeps fixed): the split does not depend on the version of
     scikit-learn, and prepare need not import it, 2 s of each start."""
     classes, class_of, counts = np.unique(split.labels, return_inverse=True, return_counts=True)
-    total, fewest = len(split.labels), counts.min(initial=len(split.labels))
+    total = len(split.labels)
+    fewest = counts.min(initial=total)  # initial: no class at all
     if not len(classes) <= size <= total - len(classes) or fewest < 2:
         raise ValueError(f"{key}: cannot hold {size} of {total} images out, stratified: each side needs an image "
                          f"of each of the {len(classes)} classes, and each class two images (the fewest: {fewest})")
