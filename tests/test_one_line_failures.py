@@ -70,7 +70,9 @@ def files_in(folder) -> dict:
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock"}
 
 
-@pytest.mark.parametrize("failure", ["writing the .h5", "no room for the .h5", "writing the metrics"])
+@pytest.mark.parametrize("failure", [pytest.param("writing the .h5", marks=pytest.mark.slow),
+                                     pytest.param("no room for the .h5", marks=pytest.mark.slow),
+                                     "writing the metrics"])
 def test_a_full_disk_while_saving_keeps_the_last_runs_files_whole(evaluated, monkeypatch, capsys, failure):
     stage, folder = (evaluate, paths.METRICS) if failure == "writing the metrics" else (train, paths.MODELS)
     # Files the stage would not write itself (it writes the same bytes for the same params), so a rename shows.
@@ -166,6 +168,7 @@ extract.main()
 """
 
 
+@pytest.mark.slow
 def test_a_killed_extract_keeps_the_old_features_and_reruns_to_the_same(extracted):
     uninterrupted = digest(paths.FEATURES)
     marker = extracted / "first-batch-done"
@@ -203,7 +206,7 @@ def test_non_finite_features_are_refused_before_training(extracted, determinism_
     assert not paths.INFERENCE_MODEL.exists() and not paths.LEGACY_MODEL.exists()
 
 
-@pytest.mark.parametrize("kernels", ["xla", "deterministic"])
+@pytest.mark.parametrize("kernels", [pytest.param("xla", marks=pytest.mark.slow), "deterministic"])
 def test_a_diverging_head_keeps_no_model(extracted, monkeypatch, kernels):
     if kernels == "deterministic":  # the kernels of a GPU, of fine-tuning and of training on images
         monkeypatch.setattr(train, "make_reproducible",
@@ -225,6 +228,7 @@ def interrupt_after_one_epoch(monkeypatch) -> None:
     monkeypatch.setattr(fitting.LiveEpochs, "on_epoch_end", logged_then_interrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ending, status, last_line", [
     ("diverged", 1, "error: train: the loss became nan at epoch 1; lower train.learning_rate (now 1e+30)"),
     ("interrupted", 130, "error: interrupted; no output is left half-written: run it again to finish")])
@@ -244,6 +248,7 @@ def test_a_train_that_stops_leaves_the_last_runs_model_and_curves(evaluated, mon
     assert not [path for path in evaluated.rglob("*") if "partial" in path.name]
 
 
+@pytest.mark.slow
 def test_weights_that_make_non_finite_features_stop_extract(extracted):
     weights = extracted / "weights" / "broken.weights.h5"
     backbone = build_backbone("densenet121", "none", 32, seed=0)
