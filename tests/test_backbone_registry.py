@@ -37,6 +37,22 @@ def test_builds_at_its_minimum_size_with_the_documented_width(name):
     assert not backbone.trainable
 
 
+@pytest.mark.parametrize("name", ["densenet121", "efficientnetv2_b0"])  # Glorot uniform; He-like truncated normal
+def test_random_weights_keep_keras_initialisers_distributions(name):
+    """`weights: none` draws with NumPy (the same on every backend), each variable as Keras's initialiser would."""
+    spec = BACKBONES[name]
+    ours = build_backbone(name, "none", 32, seed=0)
+    keras_drawn = getattr(keras.applications, spec.application)(include_top=False, weights=None, input_shape=(32, 32, 3))
+    assert len(ours.weights) == len(keras_drawn.weights)
+    for drawn, reference in zip(ours.weights, keras_drawn.weights):
+        drawn, reference = keras.ops.convert_to_numpy(drawn), keras.ops.convert_to_numpy(reference)
+        if np.ptp(reference) == 0:
+            np.testing.assert_array_equal(drawn, reference)
+        else:
+            assert not np.array_equal(drawn, reference)
+            assert 0.8 < drawn.std() / reference.std() < 1.25 and np.abs(drawn).max() <= 1.01 * np.abs(reference).max()
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_preprocessing_matches_keras(name):
     images = np.random.default_rng(1).integers(0, 256, size=(2, 8, 8, 3)).astype(np.float32)

@@ -80,8 +80,8 @@ def test_fine_tuning_improves_on_the_frozen_head(workdir):
     # A random backbone is far from the synthetic task; tuning all of it (BatchNormalization aside) pays.
     # EfficientNetV2-B0: fine-tuning's code is the same for every backbone, and its `train` here took 32-37 s
     # against 86 s for DenseNet-121 tuned for the 3 epochs it needed. 800 training and 200 validation images;
-    # measured for data and model seeds 42, 1, 2 and 3: validation accuracy 0.855, 0.880, 0.760, 0.675 with the
-    # frozen head, 0.985, 1.000, 0.990, 1.000 after one epoch of tuning (at least +0.12).
+    # measured for data and model seeds 42, 1, 2, 3, 4 and 5: validation accuracy 0.895, 0.955, 0.705, 0.700,
+    # 0.745, 0.915 with the frozen head, 0.990-1.000 after one epoch of tuning: a tenth of the errors or fewer.
     backbone = "efficientnetv2_b0"
     every_layer = len(build_backbone(backbone, "none", 32, seed=0).layers)
     write_params(workdir, {"data": {"limit": 1000, "val_size": 200}, "model": {"backbone": backbone},
@@ -91,7 +91,7 @@ def test_fine_tuning_improves_on_the_frozen_head(workdir):
     accuracy = val_accuracy_per_epoch()
     frozen, tuned = accuracy[9], accuracy[-1]
     assert len(accuracy) == 11
-    assert tuned >= frozen + 0.1, f"validation accuracy: frozen head {frozen:.3f}, after fine-tuning {tuned:.3f}"
+    assert 1 - tuned <= (1 - frozen) / 5, f"validation accuracy: frozen head {frozen:.3f}, after tuning {tuned:.3f}"
 
 
 def test_more_layers_than_the_backbone_has_are_refused_before_the_head_trains(extracted, monkeypatch):

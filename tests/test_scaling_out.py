@@ -110,7 +110,7 @@ def start_workers(repo, jobs: int) -> None:
 
 def run_queued_sweep(repo) -> None:
     """The README's sweep, in one line, two at a time, until every experiment has ended."""
-    dvc(repo, "exp", "run", "--queue", "-S", "model.backbone=densenet121,vgg16")
+    dvc(repo, "exp", "run", "--queue", "-S", "model.backbone=densenet121,resnet50")
     start_workers(repo, jobs=2)
     deadline = time.monotonic() + 900
     while not experiments_ended(repo, 2) and time.monotonic() < deadline:
@@ -128,7 +128,7 @@ def check_comparison(repo, names: list[str], metrics: dict[str, dict]) -> None:
     rows = [line.split("|")[1:-1] for line in compared.stdout.splitlines() if line.startswith("| ")][1:]
     experiments = {row[1].strip(): row[0].strip() for row in rows}
     assert len(rows) == 3 and set(names) < set(experiments), compared.stdout  # the baseline and the two
-    assert sorted(experiments.values()) == ["densenet121", "densenet121", "vgg16"], compared.stdout
+    assert sorted(experiments.values()) == ["densenet121", "densenet121", "resnet50"], compared.stdout
     for row in rows:
         accuracy, low, high = map(float, row[2].replace("(", "").replace(")", "").replace("–", " ").split())
         assert accuracy == pytest.approx(metrics[row[0].strip()]["accuracy"], abs=1e-3), row
@@ -157,7 +157,7 @@ def test_a_sweep_queued_two_at_a_time_is_pulled_and_applied_on_another_machine(r
     run_queued_sweep(reproduced_repo)
     results = experiment_results(reproduced_repo)
     names, metrics = list(results), {backbone: run for backbone, run in results.values()}
-    assert set(metrics) == {"densenet121", "vgg16"}, results
+    assert set(metrics) == {"densenet121", "resnet50"}, results
     assert metrics["densenet121"] == baseline  # the same params in another workspace: the same numbers
     assert all(run["accuracy"] > CLEARLY_ABOVE_CHANCE for run in metrics.values()), metrics
     untracked = subprocess.run(["git", "status", "--porcelain"], cwd=reproduced_repo, capture_output=True, text=True)
@@ -172,11 +172,11 @@ def test_a_sweep_queued_two_at_a_time_is_pulled_and_applied_on_another_machine(r
     dvc(other, "repro")  # prepare rebuilds the images, never pushed, into this machine's cache
     dvc(other, "exp", "pull", "origin")
     assert experiment_results(other) == results
-    vgg16 = next(name for name, (backbone, _) in results.items() if backbone == "vgg16")
-    dvc(other, "exp", "apply", vgg16)
+    resnet50 = next(name for name, (backbone, _) in results.items() if backbone == "resnet50")
+    dvc(other, "exp", "apply", resnet50)
     dvc(other, "pull")
-    with zipfile.ZipFile(other / "models/cifar10.keras") as saved:  # the model's config, not its 59 MB of weights
-        assert json.loads(saved.read("config.json"))["config"]["name"] == "vgg16_classifier"
+    with zipfile.ZipFile(other / "models/cifar10.keras") as saved:  # the model's config, not its 94 MB of weights
+        assert json.loads(saved.read("config.json"))["config"]["name"] == "resnet50_classifier"
 
 
 def test_the_strategy_is_one_device_unless_there_are_several_gpus():

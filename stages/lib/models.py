@@ -10,6 +10,7 @@ from filelock import FileLock
 from stages.lib.backbones import BACKBONES, Backbone
 from stages.lib.frameworks import keras
 from stages.lib.params import OFFLINE_RUN
+from stages.lib.random_weights import draw_random_weights
 
 
 def _construct(spec: Backbone, input_shape, weights) -> keras.Model:
@@ -50,14 +51,16 @@ def build_backbone(name: str, weights: str, size: int, seed: int) -> keras.Model
     """The frozen backbone: preprocessed (size, size, 3) images in, pooled features out.
 
     Args:
-        weights: "imagenet", "none" (random, seeded by `seed`) or a path to a weights file.
+        weights: "imagenet", "none" (random from `seed`, the same on every backend) or a path to a weights file.
     """
     spec = BACKBONES[name]
     keras.utils.set_random_seed(seed)
     backbone = _construct(spec, (size, size, 3), None)
     if weights == "imagenet":
         backbone.set_weights(_imagenet_weights(name, spec))
-    elif weights != "none":
+    elif weights == "none":
+        draw_random_weights(backbone, seed)
+    else:
         try:
             with warnings.catch_warnings():
                 # Keras 3.15 warns once per graph node of a functional model although every weight loads.
