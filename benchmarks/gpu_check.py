@@ -1,7 +1,7 @@
 """The GPU check: the jax engine's extraction on the GPU, float32 and mixed, against torchvision on the same GPU.
 
-    python -m benchmarks.gpu_check reference   here, beforehand: a backbone's weights and the CPU's float32
-                                               features of the first test images, into .gpu_check/
+    python -m benchmarks.gpu_check reference   here, beforehand: the CPU's float32 features of the first
+                                               test images, into .gpu_check/
     python -m benchmarks.gpu_check run         there: prepare, extract (float32 twice, then mixed), compare
                                                with the reference, and torchvision's DenseNet-121 beside it
 
@@ -27,7 +27,6 @@ from stages.lib import paths
 REPO = Path(__file__).resolve().parents[1]
 # The reference, carried to the GPU machine beside the wheels (elsewhere for a test).
 CARRIED = Path(os.environ.get("GPU_CHECK_REFERENCE", REPO / ".gpu_check"))
-WEIGHTS = CARRIED / "densenet121.weights.h5"
 REFERENCE = CARRIED / "cpu_features.npy"
 MADE_FOR = CARRIED / "made_for.json"  # the --images and --image-size the reference was computed for
 COMPARED = 256  # test images whose GPU features are held against the CPU's
@@ -36,7 +35,7 @@ COMPARED = 256  # test images whose GPU features are held against the CPU's
 def write_params(work: Path, images: int, size: int, precision: str = "float32") -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(source="synthetic", image_size=size, limit=images, val_size=max(10, images // 10))
-    params["model"].update(backbone="densenet121", weights=f"weights/{WEIGHTS.name}")
+    params["model"].update(backbone="densenet121", weights="none")  # drawn alike on every backend
     params["extract"].update(engine="jax", precision=precision)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -54,8 +53,6 @@ def stage(module: str, work: Path) -> float:
 
 def prepared(images: int, size: int) -> Path:
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
-    (work / "weights").mkdir()
-    shutil.copy(WEIGHTS, work / "weights")
     write_params(work, images, size)
     seconds = stage("stages.check", work) + stage("stages.prepare", work)
     print(f"prepare: {seconds:.1f} s")
@@ -63,15 +60,13 @@ def prepared(images: int, size: int) -> Path:
 
 
 def reference(images: int, size: int) -> None:
-    """Here: weights drawn once, and the CPU's float32 features of the first test images with them, computed
-    by the stage's own engine in its batches: the stage then finds that compilation in JAX's cache."""
+    """Here: the CPU's float32 features of the first test images, computed by the stage's own engine in its
+    batches: the stage then finds that compilation in JAX's cache."""
     from stages.lib.cache import RowReader, SplitRows  # here: main() has chosen Keras's backend
     from stages.lib.features import batch_starts, build_engine, engine_batch_size, image_batches, prepared_images
-    from stages.lib.models import build_backbone
     from stages.lib.params import load_params
 
     CARRIED.mkdir(exist_ok=True)
-    build_backbone("densenet121", "none", size, seed=0).save_weights(WEIGHTS)
     work = prepared(images, size)
     with contextlib.chdir(work):
         params = load_params()
@@ -83,8 +78,7 @@ def reference(images: int, size: int) -> None:
     np.save(REFERENCE, np.concatenate(features)[:count])
     MADE_FOR.write_text(json.dumps({"images": images, "image_size": size}))
     shutil.rmtree(work)
-    print(f"reference: {WEIGHTS.stat().st_size / 2**20:.1f} MiB of weights and the features of {count} "
-          f"test images in {CARRIED}")
+    print(f"reference: the features of {count} test images ({REFERENCE.stat().st_size / 2**20:.1f} MiB) in {CARRIED}")
 
 
 def extracted(work: Path, precision: str, images: int, size: int, keep: str) -> dict:
